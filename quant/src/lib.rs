@@ -1,0 +1,1 @@
+//! The `quant` crate of anneal. Not yet implemented: it contains no public items yet (see the README's roadmap).

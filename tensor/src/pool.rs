@@ -1,0 +1,344 @@
+//! 2-D max and average pooling over NCHW batches, with the argmax indices
+//! and adjoints that backward passes need.
+
+use rayon::prelude::*;
+
+use crate::element::Element;
+use crate::error::{Error, Result};
+use crate::parallel::PARALLEL_THRESHOLD;
+use crate::shape::checked_numel;
+use crate::Tensor;
+
+/// Window, stride and padding of a 2-D pooling (`[h, w]` pairs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pool2dParams {
+    /// Window extent.
+    pub kernel: [usize; 2],
+    /// Step between windows (PyTorch defaults it to the kernel).
+    pub stride: [usize; 2],
+    /// Implicit padding on both sides (at most half the kernel).
+    pub padding: [usize; 2],
+}
+
+impl Pool2dParams {
+    /// A square window with stride equal to the window and no padding.
+    pub fn new(kernel: usize) -> Self {
+        Pool2dParams {
+            kernel: [kernel; 2],
+            stride: [kernel; 2],
+            padding: [0; 2],
+        }
+    }
+
+    /// Sets the stride on both axes.
+    pub fn with_stride(mut self, stride: usize) -> Self {
+        self.stride = [stride; 2];
+        self
+    }
+
+    /// Sets the padding on both axes.
+    pub fn with_padding(mut self, padding: usize) -> Self {
+        self.padding = [padding; 2];
+        self
+    }
+}
+
+struct PoolGeom {
+    nc: usize,
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+    p: Pool2dParams,
+}
+
+fn geometry(op: &'static str, shape: &[usize], p: Pool2dParams) -> Result<PoolGeom> {
+    if shape.len() != 4 {
+        return Err(Error::shape(op, &[shape], "expected input [N, C, H, W]"));
+    }
+    if p.kernel.contains(&0) || p.stride.contains(&0) {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "kernel {:?} and stride {:?} must be positive",
+                p.kernel, p.stride
+            ),
+        ));
+    }
+    if p.padding[0] * 2 > p.kernel[0] || p.padding[1] * 2 > p.kernel[1] {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "padding {:?} must be at most half the kernel {:?}",
+                p.padding, p.kernel
+            ),
+        ));
+    }
+    let (h, w) = (shape[2], shape[3]);
+    let out =
+        |x: usize, k: usize, s: usize, pad: usize| (x + 2 * pad).checked_sub(k).map(|v| v / s + 1);
+    let (Some(oh), Some(ow)) = (
+        out(h, p.kernel[0], p.stride[0], p.padding[0]),
+        out(w, p.kernel[1], p.stride[1], p.padding[1]),
+    ) else {
+        return Err(Error::shape(
+            op,
+            &[shape],
+            format!("window {:?} is larger than the padded input", p.kernel),
+        ));
+    };
+    checked_numel(op, &[shape[0], shape[1], oh, ow])?;
+    Ok(PoolGeom {
+        nc: shape[0] * shape[1],
+        h,
+        w,
+        oh,
+        ow,
+        p,
+    })
+}
+
+/// Runs `f(plane_index, out_plane)` over every N·C plane, in parallel when large.
+fn per_plane<T: Send>(
+    out: &mut [T],
+    plane: usize,
+    work: usize,
+    f: impl Fn(usize, &mut [T]) + Sync + Send,
+) {
+    if plane == 0 {
+        return;
+    }
+    if work >= PARALLEL_THRESHOLD && rayon::current_num_threads() > 1 {
+        out.par_chunks_mut(plane)
+            .enumerate()
+            .for_each(|(i, o)| f(i, o));
+    } else {
+        out.chunks_mut(plane).enumerate().for_each(|(i, o)| f(i, o));
+    }
+}
+
+impl<T: Element> Tensor<T> {
+    /// Max pooling (`torch.nn.functional.max_pool2d` with
+    /// `return_indices=True`); padding acts as −∞. Indices are flat
+    /// positions `h·W + w` inside each input plane, as PyTorch's.
+    pub fn max_pool2d(&self, params: Pool2dParams) -> Result<(Self, Tensor<usize>)> {
+        let g = geometry("max_pool2d", self.shape(), params)?;
+        let (ohw, hw) = (g.oh * g.ow, g.h * g.w);
+        let x = self.as_slice();
+        let mut out = vec![(T::zero(), 0usize); g.nc * ohw];
+        per_plane(&mut out, ohw, self.numel(), |pi, o| {
+            let plane = &x[pi * hw..(pi + 1) * hw];
+            for y in 0..g.oh {
+                let h0 = (y * g.p.stride[0]) as isize - g.p.padding[0] as isize;
+                for xo in 0..g.ow {
+                    let w0 = (xo * g.p.stride[1]) as isize - g.p.padding[1] as isize;
+                    let mut best = T::neg_infinity();
+                    let mut arg = usize::MAX;
+                    for i in 0..g.p.kernel[0] as isize {
+                        let ih = h0 + i;
+                        if ih < 0 || ih >= g.h as isize {
+                            continue;
+                        }
+                        for j in 0..g.p.kernel[1] as isize {
+                            let iw = w0 + j;
+                            if iw < 0 || iw >= g.w as isize {
+                                continue;
+                            }
+                            let idx = ih as usize * g.w + iw as usize;
+                            let v = plane[idx];
+                            if v > best || v.is_nan() || arg == usize::MAX {
+                                best = v;
+                                arg = idx;
+                                if v.is_nan() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    o[y * g.ow + xo] = (best, arg);
+                }
+            }
+        });
+        let shape = vec![self.shape()[0], self.shape()[1], g.oh, g.ow];
+        let (vals, idx): (Vec<T>, Vec<usize>) = out.into_iter().unzip();
+        Ok((
+            Tensor::from_parts(vals, shape.clone()),
+            Tensor::from_parts(idx, shape),
+        ))
+    }
+
+    /// Adjoint of [`Tensor::max_pool2d`]: routes each output gradient (`self`)
+    /// to the input position its window picked.
+    pub fn max_pool2d_backward(
+        &self,
+        indices: &Tensor<usize>,
+        input_shape: &[usize],
+    ) -> Result<Self> {
+        let op = "max_pool2d_backward";
+        if input_shape.len() != 4
+            || self.shape() != indices.shape()
+            || self.rank() != 4
+            || self.shape()[..2] != input_shape[..2]
+        {
+            return Err(Error::shape(
+                op,
+                &[self.shape(), indices.shape(), input_shape],
+                "gradient and indices must be [N, C, OH, OW] matching the input's N and C",
+            ));
+        }
+        let hw = input_shape[2] * input_shape[3];
+        let ohw = self.shape()[2] * self.shape()[3];
+        if let Some(&bad) = indices.as_slice().iter().find(|&&i| i >= hw) {
+            return Err(Error::IndexOutOfRange {
+                op,
+                index: bad,
+                size: hw,
+                axis: 2,
+            });
+        }
+        let n = checked_numel(op, input_shape)?;
+        let mut dx = vec![T::zero(); n];
+        let (dy, idx) = (self.as_slice(), indices.as_slice());
+        per_plane(&mut dx, hw, n, |pi, d| {
+            for k in pi * ohw..(pi + 1) * ohw {
+                d[idx[k]] = d[idx[k]] + dy[k];
+            }
+        });
+        Ok(Tensor::from_parts(dx, input_shape.to_vec()))
+    }
+
+    /// Average pooling (`torch.nn.functional.avg_pool2d`); with
+    /// `count_include_pad` the divisor is the full window, otherwise only the
+    /// positions inside the input.
+    pub fn avg_pool2d(&self, params: Pool2dParams, count_include_pad: bool) -> Result<Self> {
+        let g = geometry("avg_pool2d", self.shape(), params)?;
+        let (ohw, hw) = (g.oh * g.ow, g.h * g.w);
+        let x = self.as_slice();
+        let mut out = vec![T::zero(); g.nc * ohw];
+        per_plane(&mut out, ohw, self.numel(), |pi, o| {
+            let plane = &x[pi * hw..(pi + 1) * hw];
+            for y in 0..g.oh {
+                for xo in 0..g.ow {
+                    let (hs, he, ws, we, div) = window(&g, y, xo, count_include_pad);
+                    let mut s = T::zero();
+                    for ih in hs..he {
+                        for iw in ws..we {
+                            s = s + plane[ih * g.w + iw];
+                        }
+                    }
+                    o[y * g.ow + xo] = s / T::from_usize(div).unwrap_or_else(T::one);
+                }
+            }
+        });
+        Ok(Tensor::from_parts(
+            out,
+            vec![self.shape()[0], self.shape()[1], g.oh, g.ow],
+        ))
+    }
+
+    /// Adjoint of [`Tensor::avg_pool2d`] given the output gradient `self`.
+    pub fn avg_pool2d_backward(
+        &self,
+        input_shape: &[usize],
+        params: Pool2dParams,
+        count_include_pad: bool,
+    ) -> Result<Self> {
+        let op = "avg_pool2d_backward";
+        let g = geometry(op, input_shape, params)?;
+        if self.shape() != [input_shape[0], input_shape[1], g.oh, g.ow] {
+            return Err(Error::shape(
+                op,
+                &[self.shape(), input_shape],
+                format!(
+                    "gradient must have shape [{}, {}, {}, {}]",
+                    input_shape[0], input_shape[1], g.oh, g.ow
+                ),
+            ));
+        }
+        let (ohw, hw) = (g.oh * g.ow, g.h * g.w);
+        let dy = self.as_slice();
+        let mut dx = vec![T::zero(); g.nc * hw];
+        per_plane(&mut dx, hw, g.nc * hw, |pi, d| {
+            for y in 0..g.oh {
+                for xo in 0..g.ow {
+                    let (hs, he, ws, we, div) = window(&g, y, xo, count_include_pad);
+                    let v =
+                        dy[pi * ohw + y * g.ow + xo] / T::from_usize(div).unwrap_or_else(T::one);
+                    for ih in hs..he {
+                        for iw in ws..we {
+                            d[ih * g.w + iw] = d[ih * g.w + iw] + v;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Tensor::from_parts(dx, input_shape.to_vec()))
+    }
+}
+
+/// The clipped window `[hs, he) × [ws, we)` of output `(y, x)` and its divisor.
+fn window(
+    g: &PoolGeom,
+    y: usize,
+    x: usize,
+    count_include_pad: bool,
+) -> (usize, usize, usize, usize, usize) {
+    let hs = (y * g.p.stride[0]) as isize - g.p.padding[0] as isize;
+    let ws = (x * g.p.stride[1]) as isize - g.p.padding[1] as isize;
+    let he = (hs + g.p.kernel[0] as isize).min((g.h + g.p.padding[0]) as isize);
+    let we = (ws + g.p.kernel[1] as isize).min((g.w + g.p.padding[1]) as isize);
+    let padded = ((he - hs) * (we - ws)) as usize;
+    let (hs, ws) = (hs.max(0) as usize, ws.max(0) as usize);
+    let (he, we) = ((he as usize).min(g.h), (we as usize).min(g.w));
+    let inside = he.saturating_sub(hs) * we.saturating_sub(ws);
+    (
+        hs,
+        he.max(hs),
+        ws,
+        we.max(ws),
+        if count_include_pad {
+            padded
+        } else {
+            inside.max(1)
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_pool_values_and_indices() {
+        let x = Tensor::from_vec((0..16).map(|v| v as f32).collect(), &[1, 1, 4, 4]).unwrap();
+        let (y, i) = x.max_pool2d(Pool2dParams::new(2)).unwrap();
+        assert_eq!(y.to_vec(), vec![5., 7., 13., 15.]);
+        assert_eq!(i.to_vec(), vec![5, 7, 13, 15]);
+        let g = Tensor::<f32>::ones(&[1, 1, 2, 2]).unwrap();
+        let dx = g.max_pool2d_backward(&i, &[1, 1, 4, 4]).unwrap();
+        assert_eq!(dx.as_slice().iter().sum::<f32>(), 4.0);
+        assert_eq!(dx.get(&[0, 0, 1, 1]).unwrap(), 1.0);
+    }
+
+    #[test]
+    fn avg_pool_padding_divisor() {
+        let x = Tensor::<f32>::ones(&[1, 1, 2, 2]).unwrap();
+        let p = Pool2dParams::new(2).with_padding(1);
+        // Each 2×2 window touches exactly one real element.
+        assert_eq!(x.avg_pool2d(p, true).unwrap().to_vec(), vec![0.25; 4]);
+        assert_eq!(x.avg_pool2d(p, false).unwrap().to_vec(), vec![1.0; 4]);
+    }
+
+    #[test]
+    fn pool_errors() {
+        let x = Tensor::<f32>::ones(&[1, 1, 2, 2]).unwrap();
+        assert!(x.max_pool2d(Pool2dParams::new(3)).is_err());
+        assert!(x.max_pool2d(Pool2dParams::new(2).with_padding(2)).is_err());
+        assert!(x.max_pool2d(Pool2dParams::new(0)).is_err());
+        assert!(x
+            .reshape(&[2, 2])
+            .unwrap()
+            .avg_pool2d(Pool2dParams::new(1), true)
+            .is_err());
+    }
+}
