@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::fmt::{Debug, Display};
 use std::iter::Sum;
 
-use num_traits::{Float, FromPrimitive};
+use num_traits::{Float, FromPrimitive, NumAssign};
 
 /// The element types a tensor can hold, as a runtime tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -59,7 +59,7 @@ impl_scalar!(f32 => F32, f64 => F64, bool => Bool, u8 => U8, i8 => I8, i32 => I3
 /// Floating-point element types: arithmetic, reductions, matmul and convolution.
 ///
 /// Implemented for `f32` (the default) and `f64` (for tight gradient checks).
-pub trait Element: Scalar + Float + FromPrimitive + Sum + PartialOrd {
+pub trait Element: Scalar + Float + FromPrimitive + NumAssign + Sum + PartialOrd {
     /// Converts an `f64` constant (rounding to nearest for `f32`).
     fn from_f64_lossy(x: f64) -> Self;
 

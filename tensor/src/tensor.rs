@@ -125,6 +125,12 @@ impl<T: Scalar> Tensor<T> {
         Arc::make_mut(&mut self.data).as_mut_slice()
     }
 
+    /// True when no other tensor shares this one's storage, so
+    /// [`Tensor::data_mut`] will not copy.
+    pub fn is_unique(&self) -> bool {
+        Arc::strong_count(&self.data) == 1
+    }
+
     /// True when both tensors share one storage buffer.
     pub fn shares_storage(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.data, &other.data)
