@@ -2,7 +2,7 @@
 //! `anneal-tensor`: `conv2d_input_grad` (a transposed convolution),
 //! `conv2d_weight_grad` (input ⋆ output gradient), and the pooling scatters.
 
-use anneal_tensor::{Conv1dParams, Conv2dParams, Element, Pool2dParams, Result};
+use anneal_tensor::{Conv1dParams, Conv2dParams, Element, Error, Pool2dParams, Result};
 
 use crate::Var;
 
@@ -77,6 +77,77 @@ impl<T: Element> Var<T> {
             }
             Ok(out)
         }))
+    }
+
+    /// Transposed 2-D convolution (`torch.nn.functional.conv_transpose2d`):
+    /// the adjoint of [`Var::conv2d`] with respect to its input.
+    ///
+    /// # Shapes
+    /// input `[N, Cin, H, W]`, weight `[Cin, Cout/groups, kH, kW]`, bias
+    /// `[Cout]` → `[N, Cout, (H − 1)·s − 2p + d·(kH − 1) + output_padding + 1, …]`.
+    /// `output_padding` must be smaller than the stride.
+    pub fn conv_transpose2d(
+        &self,
+        weight: &Self,
+        bias: Option<&Self>,
+        params: Conv2dParams,
+        output_padding: [usize; 2],
+    ) -> Result<Self> {
+        let op = "conv_transpose2d";
+        let (xs, ws) = (self.shape(), weight.shape());
+        if xs.len() != 4 || ws.len() != 4 || xs[1] != ws[0] {
+            return Err(Error::shape(
+                op,
+                &[xs, ws],
+                "expected input [N, Cin, H, W] and weight [Cin, Cout/groups, kH, kW]",
+            ));
+        }
+        let mut out_shape = vec![xs[0], ws[1] * params.groups.max(1)];
+        for a in 0..2 {
+            if output_padding[a] >= params.stride[a] {
+                return Err(Error::invalid(
+                    op,
+                    format!(
+                        "output_padding {output_padding:?} must be smaller than stride {:?}",
+                        params.stride
+                    ),
+                ));
+            }
+            let full = (xs[2 + a] as isize - 1) * params.stride[a] as isize
+                + (params.dilation[a] * (ws[2 + a].max(1) - 1)) as isize
+                + output_padding[a] as isize
+                + 1;
+            let extent = full - 2 * params.padding[a] as isize;
+            if xs[2 + a] == 0 || extent <= 0 {
+                return Err(Error::shape(
+                    op,
+                    &[xs, ws],
+                    format!("output extent {extent} on spatial axis {a} is not positive"),
+                ));
+            }
+            out_shape.push(extent as usize);
+        }
+        let y = self
+            .value()
+            .conv2d_input_grad(weight.value(), &out_shape, params)?;
+        let (x, w) = (self.value().clone(), weight.value().clone());
+        let out = Var::from_op(op, y, &[self, weight], move |g, need| {
+            let gx = if need[0] {
+                Some(g.conv2d(&w, None, params)?)
+            } else {
+                None
+            };
+            let gw = if need[1] {
+                Some(x.conv2d_weight_grad(g, w.shape(), params)?)
+            } else {
+                None
+            };
+            Ok(vec![gx, gw])
+        });
+        match bias {
+            Some(b) => out.add(&b.reshape(&[1, out_shape[1], 1, 1])?),
+            None => Ok(out),
+        }
     }
 
     /// Max pooling; the gradient goes to the position each window picked.

@@ -1,0 +1,102 @@
+//! Fully connected layer.
+
+use anneal_autograd::{Param, Var};
+use anneal_tensor::{Element, Result};
+use rand::Rng;
+
+use crate::init;
+use crate::module::{expect_rank, join, Entry, EntryMut, Module};
+
+/// Configuration of a [`Linear`] layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinearConfig {
+    /// Input features.
+    pub in_features: usize,
+    /// Output features.
+    pub out_features: usize,
+    /// Whether to add a bias.
+    pub bias: bool,
+}
+
+impl LinearConfig {
+    /// `in_features → out_features` with a bias.
+    pub fn new(in_features: usize, out_features: usize) -> Self {
+        LinearConfig {
+            in_features,
+            out_features,
+            bias: true,
+        }
+    }
+
+    /// Sets whether the layer has a bias.
+    pub fn with_bias(mut self, bias: bool) -> Self {
+        self.bias = bias;
+        self
+    }
+
+    /// Builds the layer with PyTorch's default initialisation.
+    pub fn init<T: Element>(&self, rng: &mut impl Rng) -> Result<Linear<T>> {
+        let weight = Param::new(init::default_weight(
+            &[self.out_features, self.in_features],
+            rng,
+        )?);
+        let bias = if self.bias {
+            Some(Param::new(init::default_bias(
+                self.out_features,
+                self.in_features,
+                rng,
+            )?))
+        } else {
+            None
+        };
+        Ok(Linear { weight, bias })
+    }
+}
+
+/// `y = x·Wᵀ + b` (`torch.nn.Linear`); weight `[out, in]`, bias `[out]`.
+///
+/// # Shapes
+/// `[.., in]` → `[.., out]`.
+#[derive(Debug, Clone)]
+pub struct Linear<T: Element = f32> {
+    /// Weight `[out_features, in_features]`.
+    pub weight: Param<T>,
+    /// Optional bias `[out_features]`.
+    pub bias: Option<Param<T>>,
+}
+
+impl<T: Element> Linear<T> {
+    /// Builds a layer from existing tensors (e.g. loaded weights).
+    pub fn from_params(weight: Param<T>, bias: Option<Param<T>>) -> Self {
+        Linear { weight, bias }
+    }
+}
+
+impl<T: Element> Module<T> for Linear<T> {
+    fn forward(&self, x: &Var<T>) -> Result<Var<T>> {
+        if x.rank() == 0 || x.shape()[x.rank() - 1] != self.weight.shape()[1] {
+            return Err(anneal_tensor::Error::shape(
+                "Linear",
+                &[x.shape(), self.weight.shape()],
+                format!("expected input [.., {}]", self.weight.shape()[1]),
+            ));
+        }
+        expect_rank("Linear", x, &[1, 2, 3, 4, 5, 6], "of rank ≥ 1")?;
+        let b = self.bias.as_ref().map(|b| b.var());
+        x.linear(&self.weight.var(), b.as_ref())
+    }
+
+    fn visit<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(&str, Entry<'a, T>)) {
+        f(&join(prefix, "weight"), Entry::Param(&self.weight));
+        if let Some(b) = &self.bias {
+            f(&join(prefix, "bias"), Entry::Param(b));
+        }
+    }
+
+    fn visit_mut<'a>(&'a mut self, prefix: &str, f: &mut dyn FnMut(&str, EntryMut<'a, T>)) {
+        f(&join(prefix, "weight"), EntryMut::Param(&mut self.weight));
+        if let Some(b) = &mut self.bias {
+            f(&join(prefix, "bias"), EntryMut::Param(b));
+        }
+    }
+}
