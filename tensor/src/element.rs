@@ -159,6 +159,14 @@ impl Element for f32 {
         rsc: isize,
         csc: isize,
     ) {
+        #[cfg(target_arch = "x86_64")]
+        if csc == 1 && crate::gemm_avx512::available() {
+            // SAFETY: forwarded contract; the CPU supports AVX-512F.
+            unsafe {
+                crate::gemm_avx512::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc)
+            };
+            return;
+        }
         // SAFETY: forwarded contract, see the trait documentation.
         unsafe {
             matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)

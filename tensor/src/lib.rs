@@ -58,6 +58,8 @@ mod display;
 mod element;
 mod elementwise;
 mod error;
+#[cfg(target_arch = "x86_64")]
+mod gemm_avx512;
 mod matmul;
 mod parallel;
 mod pool;
