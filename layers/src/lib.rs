@@ -43,24 +43,31 @@
 #![warn(missing_docs)]
 
 mod activation;
+mod attention;
 mod conv;
 mod dropout;
 mod embedding;
+mod gradcheck;
 pub mod init;
 mod linear;
 mod loss;
 mod module;
 mod norm;
 mod pool;
+mod positional;
+mod rnn;
 mod sequential;
 mod state_dict;
+mod transformer;
 
 pub use activation::{Gelu, LeakyRelu, LogSoftmax, Relu, Sigmoid, Silu, Softmax, Tanh};
+pub use attention::*;
 pub use conv::{
     Conv1d, Conv1dConfig, Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig, Padding,
 };
 pub use dropout::Dropout;
 pub use embedding::Embedding;
+pub use gradcheck::{gradcheck_module, ModuleGradcheckFailure};
 pub use linear::{Linear, LinearConfig};
 pub use loss::{
     bce_with_logits, cross_entropy, huber_loss, l1_loss, mse_loss, nll_loss, smooth_l1_loss,
@@ -69,8 +76,11 @@ pub use loss::{
 pub use module::{join, Entry, EntryMut, Module, ModuleExt};
 pub use norm::{BatchNorm, BatchNormConfig, GroupNorm, LayerNorm, RmsNorm};
 pub use pool::{AdaptiveAvgPool2d, AvgPool2d, Flatten, MaxPool2d};
+pub use positional::*;
+pub use rnn::*;
 pub use sequential::Sequential;
 pub use state_dict::{
     load_safetensors, load_safetensors_bytes, save_safetensors, state_dict, to_safetensors_bytes,
     write_atomically, LoadReport, StateValue,
 };
+pub use transformer::*;
