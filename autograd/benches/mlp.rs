@@ -19,7 +19,9 @@ fn mlp() -> Mlp {
     let mut b = Vec::new();
     for (i, win) in dims.windows(2).enumerate() {
         let bound = 1.0 / (win[0] as f32).sqrt();
-        w.push(Param::new(Tensor::rand_uniform_seeded(&[win[1], win[0]], -bound, bound, i as u64).unwrap()));
+        w.push(Param::new(
+            Tensor::rand_uniform_seeded(&[win[1], win[0]], -bound, bound, i as u64).unwrap(),
+        ));
         b.push(Param::new(Tensor::zeros(&[win[1]]).unwrap()));
     }
     Mlp { w, b }
@@ -48,17 +50,28 @@ fn manual(m: &Mlp, x: &Tensor, targets: &Tensor<usize>) -> Vec<Tensor> {
     let logp = z3.log_softmax(-1).unwrap();
     let n = x.shape()[0];
     // d loss / d logp = −1/n at the targets; through log_softmax: g − softmax·Σg.
-    let g = Tensor::zeros(logp.shape()).unwrap().scatter_add(1, targets, &Tensor::full(targets.shape(), -1.0 / n as f32).unwrap()).unwrap();
+    let g = Tensor::zeros(logp.shape())
+        .unwrap()
+        .scatter_add(
+            1,
+            targets,
+            &Tensor::full(targets.shape(), -1.0 / n as f32).unwrap(),
+        )
+        .unwrap();
     let s = g.sum_axes(&[1], true).unwrap();
     let dz3 = g.sub(&logp.exp().mul(&s).unwrap()).unwrap();
     let dw3 = dz3.matmul_t(&h2, true, false).unwrap();
     let db3 = dz3.sum_axes(&[0], false).unwrap();
     let dh2 = dz3.matmul(w[2].value()).unwrap();
-    let dz2 = dh2.zip_with(&z2, "relu", |g, z| if z > 0.0 { g } else { 0.0 }).unwrap();
+    let dz2 = dh2
+        .zip_with(&z2, "relu", |g, z| if z > 0.0 { g } else { 0.0 })
+        .unwrap();
     let dw2 = dz2.matmul_t(&h1, true, false).unwrap();
     let db2 = dz2.sum_axes(&[0], false).unwrap();
     let dh1 = dz2.matmul(w[1].value()).unwrap();
-    let dz1 = dh1.zip_with(&z1, "relu", |g, z| if z > 0.0 { g } else { 0.0 }).unwrap();
+    let dz1 = dh1
+        .zip_with(&z1, "relu", |g, z| if z > 0.0 { g } else { 0.0 })
+        .unwrap();
     let dw1 = dz1.matmul_t(x, true, false).unwrap();
     let db1 = dz1.sum_axes(&[0], false).unwrap();
     vec![dw1, db1, dw2, db2, dw3, db3]
@@ -74,7 +87,9 @@ fn bench(c: &mut Criterion) {
     g.bench_function("forward+backward (autograd)", |b| {
         b.iter(|| black_box(forward(&m, &xv, &t).backward().unwrap()))
     });
-    g.bench_function("forward+backward (tensor kernels only)", |b| b.iter(|| black_box(manual(&m, &x, &t))));
+    g.bench_function("forward+backward (tensor kernels only)", |b| {
+        b.iter(|| black_box(manual(&m, &x, &t)))
+    });
     g.finish();
 }
 

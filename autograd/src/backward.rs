@@ -185,7 +185,7 @@ fn accumulate<K: std::hash::Hash + Eq, T: Element>(
             // Sum in place when the buffer is not shared.
             let dst = acc.data_mut();
             for (a, &b) in dst.iter_mut().zip(g.as_slice()) {
-                *a = *a + b;
+                *a += b;
             }
         }
         None => {

@@ -46,6 +46,10 @@ impl<T: Element> Module<T> for Dropout {
         x.dropout(self.p, &mut self.rng)
     }
 
+    fn reseed(&mut self, seed: u64) {
+        self.rng = StdRng::seed_from_u64(seed);
+    }
+
     fn visit<'a>(&'a self, _: &str, _: &mut dyn FnMut(&str, Entry<'a, T>)) {}
     fn visit_mut<'a>(&'a mut self, _: &str, _: &mut dyn FnMut(&str, EntryMut<'a, T>)) {}
 }

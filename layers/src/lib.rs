@@ -42,6 +42,15 @@
 
 #![warn(missing_docs)]
 
+/// Mixes a seed with a stream index (SplitMix64's finaliser), so that child
+/// modules and epochs get independent, reproducible seeds.
+pub fn mix_seed(seed: u64, stream: u64) -> u64 {
+    let mut z = seed ^ stream.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 mod activation;
 mod attention;
 mod conv;

@@ -57,6 +57,15 @@ pub trait Module<T: Element = f32>: Send + Sync {
         self.forward(x)
     }
 
+    /// Re-seeds every random generator inside the module (dropout masks).
+    /// Training loops call it at each epoch start with a seed derived from
+    /// the run's seed and the epoch, so a run resumed from a checkpoint draws
+    /// the same masks as an uninterrupted one. Containers forward it to their
+    /// children; layers without randomness ignore it.
+    fn reseed(&mut self, seed: u64) {
+        let _ = seed;
+    }
+
     /// Calls `f(name, entry)` for every parameter and buffer, names prefixed
     /// by `prefix`.
     fn visit<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(&str, Entry<'a, T>));
@@ -117,6 +126,9 @@ impl<T: Element> Module<T> for Box<dyn Module<T>> {
     }
     fn forward_train(&mut self, x: &Var<T>) -> Result<Var<T>> {
         (**self).forward_train(x)
+    }
+    fn reseed(&mut self, seed: u64) {
+        (**self).reseed(seed)
     }
     fn visit<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(&str, Entry<'a, T>)) {
         (**self).visit(prefix, f)

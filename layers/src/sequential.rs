@@ -62,6 +62,12 @@ impl<T: Element> Module<T> for Sequential<T> {
         Ok(h)
     }
 
+    fn reseed(&mut self, seed: u64) {
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            l.reseed(crate::mix_seed(seed, i as u64));
+        }
+    }
+
     fn visit<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(&str, Entry<'a, T>)) {
         for (i, l) in self.layers.iter().enumerate() {
             l.visit(&join(prefix, &i.to_string()), f);

@@ -259,7 +259,9 @@ fn im2col<T: Element>(x: &[T], g: &Geometry, col: &mut [T]) {
                     let src = &plane[ih as usize * w..(ih as usize + 1) * w];
                     d[..x0].fill(T::zero());
                     d[x1..].fill(T::zero());
-                    if sw == 1 {
+                    if x1 <= x0 {
+                        // No tap of this row lands inside the input.
+                    } else if sw == 1 {
                         let s0 = (x0 as isize + offw) as usize;
                         d[x0..x1].copy_from_slice(&src[s0..s0 + (x1 - x0)]);
                     } else {
@@ -296,15 +298,18 @@ fn col2im<T: Element>(col: &[T], g: &Geometry, dx: &mut [T]) {
                     }
                     let d = &mut plane[ih as usize * w..(ih as usize + 1) * w];
                     let s = &src[y * ow..(y + 1) * ow];
+                    if x1 <= x0 {
+                        continue;
+                    }
                     if sw == 1 {
                         let d0 = (x0 as isize + offw) as usize;
                         for (dv, &sv) in d[d0..d0 + (x1 - x0)].iter_mut().zip(&s[x0..x1]) {
-                            *dv = *dv + sv;
+                            *dv += sv;
                         }
                     } else {
-                        for xo in x0..x1 {
+                        for (xo, &sv) in s.iter().enumerate().take(x1).skip(x0) {
                             let iw = ((xo * sw) as isize + offw) as usize;
-                            d[iw] = d[iw] + s[xo];
+                            d[iw] += sv;
                         }
                     }
                 }
@@ -581,7 +586,7 @@ impl<T: Element> Tensor<T> {
         let mut dw = partial[..wlen].to_vec();
         for p in partial.chunks(wlen.max(1)).skip(1) {
             for (a, &b) in dw.iter_mut().zip(p) {
-                *a = *a + b;
+                *a += b;
             }
         }
         Ok(Tensor::from_parts(dw, weight_shape.to_vec()))
@@ -711,6 +716,30 @@ mod tests {
                 .unwrap()
                 .shape(),
             &[0, 2, 3, 3]
+        );
+    }
+
+    #[test]
+    fn output_narrower_than_padding() {
+        // x = 0.5 (1×1), w = [1, 2, 3, 4, 5] (1×5), width padding 2: only tap 2 sees x.
+        let x = Tensor::from_vec(vec![0.5f64], &[1, 1, 1, 1]).unwrap();
+        let w = Tensor::from_vec(vec![1.0f64, 2., 3., 4., 5.], &[1, 1, 1, 5]).unwrap();
+        let p = Conv2dParams {
+            stride: [1, 1],
+            padding: [0, 2],
+            dilation: [1, 1],
+            groups: 1,
+        };
+        let y = x.conv2d(&w, None, p).unwrap();
+        assert_eq!(y.to_vec(), vec![1.5]);
+        let g = Tensor::from_vec(vec![1.0f64], &[1, 1, 1, 1]).unwrap();
+        assert_eq!(
+            g.conv2d_input_grad(&w, x.shape(), p).unwrap().to_vec(),
+            vec![3.0]
+        );
+        assert_eq!(
+            g.conv2d_weight_grad(&x, w.shape(), p).unwrap().to_vec(),
+            vec![0., 0., 0.5, 0., 0.]
         );
     }
 

@@ -44,6 +44,7 @@ fn align(texts: &[String]) -> Vec<String> {
         .collect()
 }
 
+#[allow(clippy::too_many_arguments)]
 fn write_axis(
     out: &mut String,
     data: &[String],

@@ -39,6 +39,7 @@ fn coalesce(shape: &[usize], sa: &[usize], sb: &[usize]) -> (Vec<usize>, Vec<usi
 }
 
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn inner_loop<A: Copy, B: Copy, C>(
     out: &mut [C],
     a: &[A],

@@ -35,6 +35,7 @@ unsafe impl<T: Sync> Sync for MatRef<T> {}
 ///
 /// # Safety
 /// `a` and `b` must describe valid `m×k` and `k×n` matrices.
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn gemm_parallel<T: Element>(
     m: usize,
     k: usize,

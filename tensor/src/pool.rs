@@ -201,7 +201,7 @@ impl<T: Element> Tensor<T> {
         let (dy, idx) = (self.as_slice(), indices.as_slice());
         per_plane(&mut dx, hw, n, |pi, d| {
             for k in pi * ohw..(pi + 1) * ohw {
-                d[idx[k]] = d[idx[k]] + dy[k];
+                d[idx[k]] += dy[k];
             }
         });
         Ok(Tensor::from_parts(dx, input_shape.to_vec()))
@@ -223,7 +223,7 @@ impl<T: Element> Tensor<T> {
                     let mut s = T::zero();
                     for ih in hs..he {
                         for iw in ws..we {
-                            s = s + plane[ih * g.w + iw];
+                            s += plane[ih * g.w + iw];
                         }
                     }
                     o[y * g.ow + xo] = s / T::from_usize(div).unwrap_or_else(T::one);
@@ -266,7 +266,7 @@ impl<T: Element> Tensor<T> {
                         dy[pi * ohw + y * g.ow + xo] / T::from_usize(div).unwrap_or_else(T::one);
                     for ih in hs..he {
                         for iw in ws..we {
-                            d[ih * g.w + iw] = d[ih * g.w + iw] + v;
+                            d[ih * g.w + iw] += v;
                         }
                     }
                 }

@@ -189,7 +189,7 @@ impl<T: Element> Tensor<T> {
         let count: usize = axes.iter().map(|&a| self.shape()[a]).product();
         let (mut d, s) = self.fold_axes(&axes, Fold::Sum);
         let inv = T::one() / T::from_usize(count).unwrap_or_else(T::zero);
-        d.iter_mut().for_each(|x| *x = *x * inv);
+        d.iter_mut().for_each(|x| *x *= inv);
         Ok(Self::finish(d, s, &axes, keepdim))
     }
 
@@ -204,7 +204,7 @@ impl<T: Element> Tensor<T> {
         let (mut d, s) = dev.fold_axes(&axes, Fold::Sum);
         let denom = count as f64 - if unbiased { 1.0 } else { 0.0 };
         let inv: T = c(1.0 / denom);
-        d.iter_mut().for_each(|x| *x = *x * inv);
+        d.iter_mut().for_each(|x| *x *= inv);
         Ok(Self::finish(d, s, &axes, keepdim))
     }
 
@@ -378,11 +378,11 @@ impl<T: Element> Tensor<T> {
             let mut s = T::zero();
             for v in row.iter_mut() {
                 *v = (*v - m).exp();
-                s = s + *v;
+                s += *v;
             }
             let inv = T::one() / s;
             for v in row.iter_mut() {
-                *v = *v * inv;
+                *v *= inv;
             }
         }))
     }
@@ -395,11 +395,11 @@ impl<T: Element> Tensor<T> {
             let m = if m.is_finite() { m } else { T::zero() };
             let mut s = T::zero();
             for &v in row.iter() {
-                s = s + (v - m).exp();
+                s += (v - m).exp();
             }
             let lse = m + s.ln();
             for v in row.iter_mut() {
-                *v = *v - lse;
+                *v -= lse;
             }
         }))
     }

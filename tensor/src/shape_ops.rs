@@ -347,7 +347,7 @@ impl<T: Scalar> Tensor<T> {
         }
         let extent = self.shape()[a];
         let mut sizes = vec![size; extent / size];
-        if extent % size != 0 {
+        if !extent.is_multiple_of(size) {
             sizes.push(extent % size);
         }
         self.split_sizes(a, &sizes)

@@ -10,5 +10,6 @@
 pub mod data;
 mod error;
 pub mod models;
+pub mod trainer;
 
 pub use error::{Error, Result};

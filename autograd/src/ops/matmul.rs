@@ -25,6 +25,11 @@ impl<T: Element> Var<T> {
             ));
         }
         // Vectors become matrices through differentiable reshapes.
+        if self.rank() == 1 && rhs.rank() == 1 {
+            let a = self.unsqueeze(0)?;
+            let b = rhs.unsqueeze(1)?;
+            return a.matmul_t(&b, false, false)?.reshape(&[]);
+        }
         if self.rank() == 1 {
             let a = self.unsqueeze(0)?;
             return a.matmul_t(rhs, false, tb)?.squeeze(-2);

@@ -1,0 +1,438 @@
+//! The training loop: seeded shuffling, mini-batches, any optimiser and
+//! schedule, penalties and clipping, per-epoch metrics, early stopping,
+//! best-checkpoint saving and bit-exact resumption.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anneal_autograd::{no_grad, Var};
+use anneal_layers::{cross_entropy, mix_seed, CrossEntropyOptions, Module, ModuleExt, Reduction};
+use anneal_optim::{
+    clip_grad_norm, l1_penalty, l2_penalty, Decision, EarlyStopping, LrSchedule, Mode, Optimizer,
+    OptimizerState, ParamFilter,
+};
+use anneal_tensor::Tensor;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+use crate::data::Dataset;
+use crate::{Error, Result};
+
+/// What the trainer does; every field has a sensible default.
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    /// Passes over the training data.
+    pub epochs: usize,
+    /// Samples per mini-batch.
+    pub batch_size: usize,
+    /// Seed of the shuffling and of the dropout masks.
+    pub seed: u64,
+    /// Cross-entropy label smoothing ε.
+    pub label_smoothing: f64,
+    /// L1 penalty λ on weights (biases and norms excluded).
+    pub l1: f64,
+    /// L2 penalty λ (`½λ‖w‖²`) on weights (biases and norms excluded).
+    pub l2: f64,
+    /// Clip the global gradient norm to this value.
+    pub clip_grad_norm: Option<f64>,
+    /// Stop after this many epochs without a better evaluation loss.
+    pub early_stopping_patience: Option<usize>,
+    /// Skip a batch whose loss is not finite instead of failing.
+    pub skip_nonfinite: bool,
+    /// Show a progress bar (only drawn when standard error is a terminal).
+    pub progress: bool,
+    /// Where to keep the best checkpoint (lowest evaluation loss).
+    pub checkpoint_dir: Option<PathBuf>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 10,
+            batch_size: 32,
+            seed: 0,
+            label_smoothing: 0.0,
+            l1: 0.0,
+            l2: 0.0,
+            clip_grad_norm: None,
+            early_stopping_patience: None,
+            skip_nonfinite: false,
+            progress: false,
+            checkpoint_dir: None,
+        }
+    }
+}
+
+/// Metrics of one epoch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpochRecord {
+    /// 0-based epoch.
+    pub epoch: usize,
+    /// Mean training loss (without penalties) over the epoch's batches.
+    pub train_loss: f64,
+    /// Training accuracy measured on the fly (training mode).
+    pub train_accuracy: f64,
+    /// Evaluation loss on the held-out data.
+    pub eval_loss: f64,
+    /// Evaluation accuracy on the held-out data.
+    pub eval_accuracy: f64,
+    /// Learning rate used in this epoch.
+    pub lr: f64,
+    /// Training throughput, samples per second.
+    pub samples_per_second: f64,
+}
+
+/// Everything a run produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct History {
+    /// One record per completed epoch.
+    pub epochs: Vec<EpochRecord>,
+    /// Epoch with the lowest evaluation loss.
+    pub best_epoch: Option<usize>,
+    /// Whether early stopping ended the run.
+    pub stopped_early: bool,
+    /// Batches skipped because their loss was not finite.
+    pub skipped_batches: usize,
+}
+
+/// Mean cross-entropy and accuracy of `model` (inference mode) on `data`.
+pub fn evaluate<M: Module<f32> + ?Sized>(
+    model: &M,
+    data: &Dataset,
+    batch_size: usize,
+) -> Result<(f64, f64)> {
+    if data.is_empty() {
+        return Err(Error::Invalid("evaluate: the data set is empty".into()));
+    }
+    let bs = batch_size.max(1);
+    let idx: Vec<usize> = (0..data.len()).collect();
+    let (mut loss_sum, mut correct) = (0.0f64, 0usize);
+    no_grad(|| -> Result<()> {
+        for chunk in idx.chunks(bs) {
+            let x = Var::constant(data.inputs.index_select(0, chunk)?);
+            let y: Vec<usize> = chunk.iter().map(|&i| data.labels[i]).collect();
+            let logits = model.forward(&x)?;
+            let targets = Tensor::from_vec(y.clone(), &[y.len()])?;
+            let l = cross_entropy(
+                &logits,
+                &targets,
+                &CrossEntropyOptions {
+                    reduction: Reduction::Sum,
+                    ..Default::default()
+                },
+            )?;
+            loss_sum += l.value().item()? as f64;
+            correct += count_correct(logits.value(), &y)?;
+        }
+        Ok(())
+    })?;
+    Ok((
+        loss_sum / data.len() as f64,
+        correct as f64 / data.len() as f64,
+    ))
+}
+
+fn count_correct(logits: &Tensor<f32>, labels: &[usize]) -> Result<usize> {
+    let pred = logits.argmax(-1, false)?;
+    Ok(pred
+        .as_slice()
+        .iter()
+        .zip(labels)
+        .filter(|(p, l)| p == l)
+        .count())
+}
+
+/// The indices of epoch `epoch`'s shuffled order: a pure function of the
+/// run's seed and the epoch, so resuming needs no generator state.
+fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..n).collect();
+    idx.shuffle(&mut rand::rngs::StdRng::seed_from_u64(mix_seed(
+        seed,
+        epoch as u64,
+    )));
+    idx
+}
+
+/// Trainer state saved in a checkpoint beside the model and optimiser.
+#[derive(Debug, Clone, PartialEq)]
+struct TrainerState {
+    next_epoch: usize,
+    best_loss: f64,
+    best_epoch: Option<usize>,
+    bad_epochs: usize,
+}
+
+fn save_checkpoint<M: Module<f32> + ?Sized, O: Optimizer<f32> + ?Sized>(
+    dir: &Path,
+    tag: &str,
+    model: &M,
+    opt: &O,
+    st: &TrainerState,
+) -> Result<()> {
+    let io = |source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    anneal_layers::save_safetensors(model, dir.join(format!("{tag}.model.safetensors")))?;
+    opt.state_dict()
+        .save(dir.join(format!("{tag}.optimizer.safetensors")))?;
+    let json = serde_json::json!({
+        "next_epoch": st.next_epoch,
+        "best_loss": st.best_loss,
+        "best_epoch": st.best_epoch,
+        "bad_epochs": st.bad_epochs,
+    });
+    anneal_layers::write_atomically(
+        &dir.join(format!("{tag}.trainer.json")),
+        json.to_string().as_bytes(),
+    )
+    .map_err(io)
+}
+
+fn load_trainer_state(path: &Path) -> Result<TrainerState> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let bad = |m: &str| Error::Parse {
+        path: path.to_path_buf(),
+        line: 1,
+        message: m.to_string(),
+    };
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(&e.to_string()))?;
+    let get_u = |k: &str| v.get(k).and_then(|x| x.as_u64()).map(|x| x as usize);
+    Ok(TrainerState {
+        next_epoch: get_u("next_epoch").ok_or_else(|| bad("missing next_epoch"))?,
+        best_loss: v
+            .get("best_loss")
+            .and_then(|x| x.as_f64())
+            .unwrap_or(f64::INFINITY),
+        best_epoch: get_u("best_epoch"),
+        bad_epochs: get_u("bad_epochs").unwrap_or(0),
+    })
+}
+
+/// Trains `model` on `train`, evaluating on `eval` after every epoch.
+///
+/// Each epoch re-seeds the model's dropout generators and shuffles from
+/// `mix_seed(seed, epoch)`, so the same seed gives bit-identical weights and
+/// a run resumed with [`resume`] from a checkpoint ends exactly as an
+/// uninterrupted one.
+pub fn train<M, O>(
+    model: &mut M,
+    opt: &mut O,
+    schedule: Option<&mut dyn LrSchedule>,
+    train: &Dataset,
+    eval: &Dataset,
+    cfg: &TrainConfig,
+) -> Result<History>
+where
+    M: Module<f32> + ?Sized,
+    O: Optimizer<f32> + ?Sized,
+{
+    let st = TrainerState {
+        next_epoch: 0,
+        best_loss: f64::INFINITY,
+        best_epoch: None,
+        bad_epochs: 0,
+    };
+    run(model, opt, schedule, train, eval, cfg, st)
+}
+
+/// Continues a run from the checkpoint `tag` (`"last"` or `"best"`) in
+/// `cfg.checkpoint_dir`: restores the model, the optimiser state, the
+/// schedule position and the early-stopping counters, then trains the
+/// remaining epochs.
+pub fn resume<M, O>(
+    model: &mut M,
+    opt: &mut O,
+    schedule: Option<&mut dyn LrSchedule>,
+    train: &Dataset,
+    eval: &Dataset,
+    cfg: &TrainConfig,
+    tag: &str,
+) -> Result<History>
+where
+    M: Module<f32> + ?Sized,
+    O: Optimizer<f32> + ?Sized,
+{
+    let dir = cfg
+        .checkpoint_dir
+        .as_ref()
+        .ok_or_else(|| Error::Invalid("resume needs checkpoint_dir".into()))?;
+    anneal_layers::load_safetensors(model, dir.join(format!("{tag}.model.safetensors")), true)?;
+    opt.load_state_dict(&OptimizerState::load(
+        dir.join(format!("{tag}.optimizer.safetensors")),
+    )?)?;
+    let st = load_trainer_state(&dir.join(format!("{tag}.trainer.json")))?;
+    run(model, opt, schedule, train, eval, cfg, st)
+}
+
+fn run<M, O>(
+    model: &mut M,
+    opt: &mut O,
+    mut schedule: Option<&mut dyn LrSchedule>,
+    train: &Dataset,
+    eval: &Dataset,
+    cfg: &TrainConfig,
+    mut st: TrainerState,
+) -> Result<History>
+where
+    M: Module<f32> + ?Sized,
+    O: Optimizer<f32> + ?Sized,
+{
+    if train.is_empty() || cfg.batch_size == 0 {
+        return Err(Error::Invalid(format!(
+            "train: {} samples and batch size {} must both be positive",
+            train.len(),
+            cfg.batch_size
+        )));
+    }
+    let mut history = History {
+        best_epoch: st.best_epoch,
+        ..Default::default()
+    };
+    let mut stopper = match cfg.early_stopping_patience {
+        Some(p) => Some(EarlyStopping::new(p, 0.0, Mode::Min)?),
+        None => None,
+    };
+    let filter = ParamFilter::no_bias_or_norm();
+    let batches_per_epoch = train.len().div_ceil(cfg.batch_size);
+    let bar = if cfg.progress {
+        let b = ProgressBar::with_draw_target(
+            Some((cfg.epochs.saturating_sub(st.next_epoch) * batches_per_epoch) as u64),
+            ProgressDrawTarget::stderr(),
+        );
+        b.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} batches  {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    for epoch in st.next_epoch..cfg.epochs {
+        if let Some(s) = schedule.as_deref_mut() {
+            s.set_step(epoch);
+            opt.set_learning_rate(s.lr());
+        }
+        let lr = opt.learning_rate();
+        model.reseed(mix_seed(cfg.seed ^ 0xD20F, epoch as u64));
+        let order = epoch_order(train.len(), cfg.seed, epoch);
+        let start = Instant::now();
+        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+        for (b, chunk) in order.chunks(cfg.batch_size).enumerate() {
+            let step = epoch * batches_per_epoch + b;
+            let x = Var::constant(train.inputs.index_select(0, chunk)?);
+            let y: Vec<usize> = chunk.iter().map(|&i| train.labels[i]).collect();
+            let targets = Tensor::from_vec(y.clone(), &[y.len()])?;
+            let logits = model.forward_train(&x)?;
+            let data_loss = cross_entropy(
+                &logits,
+                &targets,
+                &CrossEntropyOptions {
+                    label_smoothing: cfg.label_smoothing,
+                    ..Default::default()
+                },
+            )?;
+            let lv = data_loss.value().item()? as f64;
+            if !lv.is_finite() {
+                if cfg.skip_nonfinite {
+                    history.skipped_batches += 1;
+                    continue;
+                }
+                return Err(Error::NonFinite {
+                    step,
+                    what: format!("loss ({lv})"),
+                });
+            }
+            let mut loss = data_loss;
+            if cfg.l2 > 0.0 || cfg.l1 > 0.0 {
+                let named = model.named_parameters();
+                if cfg.l2 > 0.0 {
+                    loss = loss.add(&l2_penalty(
+                        named.iter().map(|(n, p)| (n.as_str(), *p)),
+                        cfg.l2,
+                        &filter,
+                    )?)?;
+                }
+                if cfg.l1 > 0.0 {
+                    loss = loss.add(&l1_penalty(
+                        named.iter().map(|(n, p)| (n.as_str(), *p)),
+                        cfg.l1,
+                        &filter,
+                    )?)?;
+                }
+            }
+            let mut grads = loss.backward()?;
+            if let Some(max) = cfg.clip_grad_norm {
+                let ids: Vec<_> = model
+                    .named_parameters()
+                    .iter()
+                    .map(|(_, p)| p.id())
+                    .collect();
+                clip_grad_norm(&mut grads, &ids, max, 2.0).map_err(|e| Error::NonFinite {
+                    step,
+                    what: format!("gradient ({e})"),
+                })?;
+            }
+            let mut params = model.parameters_mut();
+            opt.step(&mut params, &grads)?;
+            loss_sum += lv * y.len() as f64;
+            correct += count_correct(logits.value(), &y)?;
+            seen += y.len();
+            bar.inc(1);
+            bar.set_message(format!(
+                "epoch {}/{}  loss {:.4}  {:.0} samples/s",
+                epoch + 1,
+                cfg.epochs,
+                loss_sum / seen as f64,
+                seen as f64 / start.elapsed().as_secs_f64().max(1e-9)
+            ));
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        let (eval_loss, eval_accuracy) = evaluate(model, eval, cfg.batch_size.max(256))?;
+        history.epochs.push(EpochRecord {
+            epoch,
+            train_loss: loss_sum / seen.max(1) as f64,
+            train_accuracy: correct as f64 / seen.max(1) as f64,
+            eval_loss,
+            eval_accuracy,
+            lr,
+            samples_per_second: seen as f64 / seconds.max(1e-9),
+        });
+        let improved = eval_loss < st.best_loss;
+        if improved {
+            st.best_loss = eval_loss;
+            st.best_epoch = Some(epoch);
+            history.best_epoch = Some(epoch);
+        }
+        st.next_epoch = epoch + 1;
+        let stop = match stopper.as_mut() {
+            Some(s) => {
+                // Replay the persisted counter so resumed runs stop at the same epoch.
+                let d = s.update(eval_loss);
+                st.bad_epochs = if improved { 0 } else { st.bad_epochs + 1 };
+                d == Decision::Stop
+                    || cfg
+                        .early_stopping_patience
+                        .is_some_and(|p| st.bad_epochs > p)
+            }
+            None => false,
+        };
+        if let Some(dir) = &cfg.checkpoint_dir {
+            if improved {
+                save_checkpoint(dir, "best", model, opt, &st)?;
+            }
+            save_checkpoint(dir, "last", model, opt, &st)?;
+        }
+        if stop {
+            history.stopped_early = true;
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    Ok(history)
+}
