@@ -85,8 +85,8 @@ impl Conv2dConfig {
 
     fn validate(&self, layer: &'static str) -> Result<()> {
         if self.groups == 0
-            || self.in_channels % self.groups != 0
-            || self.out_channels % self.groups != 0
+            || !self.in_channels.is_multiple_of(self.groups)
+            || !self.out_channels.is_multiple_of(self.groups)
         {
             return Err(Error::invalid(
                 layer,
@@ -241,7 +241,11 @@ impl Conv1dConfig {
     /// Builds the layer with PyTorch's default initialisation.
     pub fn init<T: Element>(&self, rng: &mut impl Rng) -> Result<Conv1d<T>> {
         let g = self.params.groups;
-        if g == 0 || self.in_channels % g != 0 || self.out_channels % g != 0 || self.kernel == 0 {
+        if g == 0
+            || !self.in_channels.is_multiple_of(g)
+            || !self.out_channels.is_multiple_of(g)
+            || self.kernel == 0
+        {
             return Err(Error::invalid(
                 "Conv1d",
                 format!(
@@ -324,7 +328,7 @@ pub struct ConvTranspose2dConfig {
     pub kernel: [usize; 2],
     /// Stride, padding, dilation, groups (as the convolution it transposes).
     pub params: Conv2dParams,
-    /// Extra rows/columns on the bottom/right of the output (< stride or dilation).
+    /// Extra rows/columns on the bottom/right of the output (< stride).
     pub output_padding: [usize; 2],
     /// Whether to add a bias.
     pub bias: bool,
@@ -347,7 +351,7 @@ impl ConvTranspose2dConfig {
     /// weight `[in, out/groups, kh, kw]` is `out/groups·kh·kw`, as PyTorch computes it).
     pub fn init<T: Element>(&self, rng: &mut impl Rng) -> Result<ConvTranspose2d<T>> {
         let g = self.params.groups;
-        if g == 0 || self.in_channels % g != 0 || self.out_channels % g != 0 {
+        if g == 0 || !self.in_channels.is_multiple_of(g) || !self.out_channels.is_multiple_of(g) {
             return Err(Error::invalid(
                 "ConvTranspose2d",
                 format!(
@@ -357,12 +361,15 @@ impl ConvTranspose2dConfig {
             ));
         }
         for a in 0..2 {
-            if self.output_padding[a] >= self.params.stride[a].max(self.params.dilation[a]) {
+            // PyTorch also allows output_padding < dilation; anneal requires
+            // output_padding < stride (the common case), checked here so that
+            // `init` never builds a layer whose forward would fail.
+            if self.output_padding[a] >= self.params.stride[a] {
                 return Err(Error::invalid(
                     "ConvTranspose2d",
                     format!(
-                        "output_padding {:?} must be smaller than stride {:?} or dilation {:?}",
-                        self.output_padding, self.params.stride, self.params.dilation
+                        "output_padding {:?} must be smaller than stride {:?}",
+                        self.output_padding, self.params.stride
                     ),
                 ));
             }

@@ -142,9 +142,11 @@ pub fn orthogonal<T: Element>(shape: &[usize], gain: f64, rng: &mut impl Rng) ->
         .collect();
     for j in 0..k {
         for i in 0..j {
-            let dot: f64 = (0..n).map(|t| q[i][t] * q[j][t]).sum();
-            for t in 0..n {
-                q[j][t] -= dot * q[i][t];
+            let (done, rest) = q.split_at_mut(j);
+            let (qi, qj) = (&done[i], &mut rest[0]);
+            let dot: f64 = qi.iter().zip(qj.iter()).map(|(a, b)| a * b).sum();
+            for (b, a) in qj.iter_mut().zip(qi) {
+                *b -= dot * a;
             }
         }
         let norm = q[j].iter().map(|v| v * v).sum::<f64>().sqrt();

@@ -234,7 +234,7 @@ pub fn huber_loss<T: Element>(
     reduction: Reduction,
 ) -> Result<Var<T>> {
     check_same("huber_loss", input, target)?;
-    if !(delta > 0.0) {
+    if delta.is_nan() || delta <= 0.0 {
         return Err(Error::invalid(
             "huber_loss",
             format!("delta {delta} must be positive"),
@@ -258,7 +258,7 @@ pub fn smooth_l1_loss<T: Element>(
     reduction: Reduction,
 ) -> Result<Var<T>> {
     check_same("smooth_l1_loss", input, target)?;
-    if !(beta >= 0.0) {
+    if beta.is_nan() || beta < 0.0 {
         return Err(Error::invalid(
             "smooth_l1_loss",
             format!("beta {beta} must be non-negative"),
@@ -287,13 +287,16 @@ pub fn bce_with_logits<T: Element>(
 ) -> Result<Var<T>> {
     check_same("bce_with_logits", logits, target)?;
     let one_minus_y = Var::constant(target.map(|v| T::one() - v));
-    let softplus_neg = logits
-        .abs()
+    // softplus(−z) = m + ln(e^{−m} + e^{−z−m}) for any constant m; with
+    // m = max(−z, 0) (detached) it never overflows and its gradient is
+    // exactly −σ(−z) everywhere, including z = 0.
+    let m = logits.neg().relu().detach();
+    let softplus_neg = m
         .neg()
         .exp()
-        .add_scalar(T::one())
+        .add(&logits.neg().sub(&m)?.exp())?
         .ln()
-        .add(&logits.neg().relu())?;
+        .add(&m)?;
     let coeff = match pos_weight {
         Some(p) => Var::constant(
             target.zip_with(p, "bce_with_logits", |y, p| T::one() + (p - T::one()) * y)?,

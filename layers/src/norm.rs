@@ -35,7 +35,8 @@ impl BatchNormConfig {
     /// Builds the layer: weight 1, bias 0, running mean 0, running var 1.
     pub fn init<T: Element>(&self) -> Result<BatchNorm<T>> {
         if self.num_features == 0
-            || !(self.eps >= 0.0)
+            || self.eps.is_nan()
+            || self.eps < 0.0
             || self.momentum.is_some_and(|m| !(0.0..=1.0).contains(&m))
         {
             return Err(Error::invalid(
@@ -238,7 +239,8 @@ impl<T: Element> LayerNorm<T> {
 
     /// Explicit eps and affine flag.
     pub fn with_options(normalized_shape: &[usize], eps: f64, affine: bool) -> Result<Self> {
-        if normalized_shape.is_empty() || normalized_shape.contains(&0) || !(eps >= 0.0) {
+        if normalized_shape.is_empty() || normalized_shape.contains(&0) || eps.is_nan() || eps < 0.0
+        {
             return Err(Error::invalid("LayerNorm", format!("normalized_shape {normalized_shape:?} must be non-empty and positive, eps {eps} ≥ 0")));
         }
         Ok(LayerNorm {
@@ -313,7 +315,7 @@ pub struct GroupNorm<T: Element = f32> {
 impl<T: Element> GroupNorm<T> {
     /// `num_groups` groups over `num_channels`, eps 1e-5, affine.
     pub fn new(num_groups: usize, num_channels: usize) -> Result<Self> {
-        if num_groups == 0 || num_channels % num_groups != 0 {
+        if num_groups == 0 || !num_channels.is_multiple_of(num_groups) {
             return Err(Error::invalid(
                 "GroupNorm",
                 format!("{num_channels} channels must divide into {num_groups} groups"),
