@@ -747,6 +747,10 @@ impl<T: Element> Module<T> for MultiHeadAttention<T> {
         Ok(self.attend_train(x, x, x, &opts)?.0)
     }
 
+    fn reseed(&mut self, seed: u64) {
+        MultiHeadAttention::reseed(self, seed);
+    }
+
     fn visit<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(&str, Entry<'a, T>)) {
         f(
             &join(prefix, "in_proj_weight"),

@@ -883,6 +883,10 @@ macro_rules! rnn_layer {
                 Ok(self.forward_seq_train(x, None)?.0)
             }
 
+            fn reseed(&mut self, seed: u64) {
+                self.core.rng = StdRng::seed_from_u64(seed);
+            }
+
             fn visit<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(&str, Entry<'a, T>)) {
                 self.core.visit(prefix, f)
             }

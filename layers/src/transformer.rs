@@ -507,6 +507,10 @@ impl<T: Element> Module<T> for TransformerEncoderLayer<T> {
         self.forward_masked_train(x, None, None)
     }
 
+    fn reseed(&mut self, seed: u64) {
+        TransformerEncoderLayer::reseed(self, seed);
+    }
+
     fn visit<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(&str, Entry<'a, T>)) {
         self.self_attn.visit(&join(prefix, "self_attn"), f);
         self.linear1.visit(&join(prefix, "linear1"), f);
@@ -949,6 +953,12 @@ impl<T: Element> Module<T> for TransformerEncoder<T> {
 
     fn forward_train(&mut self, x: &Var<T>) -> Result<Var<T>> {
         self.forward_masked_train(x, None, None)
+    }
+
+    fn reseed(&mut self, seed: u64) {
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            TransformerEncoderLayer::reseed(l, derive_seed(seed, i as u64));
+        }
     }
 
     fn visit<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(&str, Entry<'a, T>)) {
