@@ -609,6 +609,15 @@ impl<T: Element> Tensor<T> {
         self.reshape(&[s[0], s[1], s[3]])
     }
 
+    /// Re-labels an error of the 2-D kernel as the 1-D op with its 3-D shapes.
+    fn as_conv1d_error(e: Error, op: &'static str, shapes: &[&[usize]]) -> Error {
+        match e {
+            Error::ShapeMismatch { reason, .. } => Error::shape(op, shapes, reason),
+            Error::InvalidArgument { message, .. } => Error::invalid(op, message),
+            other => other,
+        }
+    }
+
     /// 1-D convolution of an NCL batch (`torch.nn.functional.conv1d`).
     ///
     /// # Shapes
@@ -616,7 +625,9 @@ impl<T: Element> Tensor<T> {
     pub fn conv1d(&self, weight: &Self, bias: Option<&Self>, params: Conv1dParams) -> Result<Self> {
         let x = self.conv1d_as_2d("conv1d")?;
         let w = weight.conv1d_as_2d("conv1d")?;
-        x.conv2d(&w, bias, params.to_2d())?.squeeze_h()
+        x.conv2d(&w, bias, params.to_2d())
+            .map_err(|e| Self::as_conv1d_error(e, "conv1d", &[self.shape(), weight.shape()]))?
+            .squeeze_h()
     }
 
     /// Gradient of [`Tensor::conv1d`] with respect to its input.
@@ -636,7 +647,14 @@ impl<T: Element> Tensor<T> {
         let dy = self.conv1d_as_2d("conv1d_input_grad")?;
         let w = weight.conv1d_as_2d("conv1d_input_grad")?;
         let shape4 = [input_shape[0], input_shape[1], 1, input_shape[2]];
-        dy.conv2d_input_grad(&w, &shape4, params.to_2d())?
+        dy.conv2d_input_grad(&w, &shape4, params.to_2d())
+            .map_err(|e| {
+                Self::as_conv1d_error(
+                    e,
+                    "conv1d_input_grad",
+                    &[self.shape(), input_shape, weight.shape()],
+                )
+            })?
             .squeeze_h()
     }
 
@@ -657,7 +675,14 @@ impl<T: Element> Tensor<T> {
         let dy = self.conv1d_as_2d("conv1d_weight_grad")?;
         let x = input.conv1d_as_2d("conv1d_weight_grad")?;
         let shape4 = [weight_shape[0], weight_shape[1], 1, weight_shape[2]];
-        dy.conv2d_weight_grad(&x, &shape4, params.to_2d())?
+        dy.conv2d_weight_grad(&x, &shape4, params.to_2d())
+            .map_err(|e| {
+                Self::as_conv1d_error(
+                    e,
+                    "conv1d_weight_grad",
+                    &[self.shape(), input.shape(), weight_shape],
+                )
+            })?
             .squeeze_h()
     }
 }

@@ -194,7 +194,17 @@ impl<T: Element> Tensor<T> {
             ));
         }
         let k = k1;
-        let batch = broadcast_shapes(op, lb, rb)?;
+        let batch = broadcast_shapes(op, lb, rb).map_err(|e| {
+            let why = match e {
+                Error::ShapeMismatch { reason, .. } => reason,
+                other => other.to_string(),
+            };
+            Error::shape(
+                op,
+                &[self.shape(), rhs.shape()],
+                format!("batch dimensions {lb:?} and {rb:?}: {why}"),
+            )
+        })?;
         let nb: usize = batch.iter().product();
         let mut out_shape = batch.clone();
         out_shape.extend([m, n]);

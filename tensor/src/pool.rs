@@ -75,6 +75,13 @@ fn geometry(op: &'static str, shape: &[usize], p: Pool2dParams) -> Result<PoolGe
         ));
     }
     let (h, w) = (shape[2], shape[3]);
+    if h == 0 || w == 0 {
+        return Err(Error::shape(
+            op,
+            &[shape],
+            "spatial extents must be positive",
+        ));
+    }
     let out =
         |x: usize, k: usize, s: usize, pad: usize| (x + 2 * pad).checked_sub(k).map(|v| v / s + 1);
     let (Some(oh), Some(ow)) = (

@@ -80,18 +80,24 @@ fn fold_contiguous<T: Element>(x: &[T], fold: Fold) -> T {
 /// One `[a, r, b] → [a, b]` pass.
 fn reduce_pass<T: Element>(x: &[T], a: usize, r: usize, b: usize, fold: Fold) -> Vec<T> {
     let mut out = vec![fold.init::<T>(); a * b];
-    if a * b == 0 {
+    if a * b == 0 || r == 0 {
+        // Nothing to fold: the identity (0 for sums; max/min reject empty axes earlier).
         return out;
     }
     let parallel = x.len() >= PARALLEL_THRESHOLD && rayon::current_num_threads() > 1;
     if b == 1 {
-        if a == 1 && parallel {
-            // One long run: fixed-size blocks folded in parallel, then combined in order.
+        if a == 1 && x.len() >= PARALLEL_THRESHOLD {
+            // One long run: fixed-size blocks folded (in parallel when there
+            // are threads), then combined in order. The blocking depends on
+            // the length alone, so every thread count gives the same bits.
             const BLOCK: usize = 1 << 14;
-            let partials: Vec<T> = x
-                .par_chunks(BLOCK)
-                .map(|c| fold_contiguous(c, fold))
-                .collect();
+            let partials: Vec<T> = if parallel {
+                x.par_chunks(BLOCK)
+                    .map(|c| fold_contiguous(c, fold))
+                    .collect()
+            } else {
+                x.chunks(BLOCK).map(|c| fold_contiguous(c, fold)).collect()
+            };
             out[0] = fold_contiguous(&partials, fold);
         } else if parallel {
             out.par_iter_mut()
@@ -202,7 +208,8 @@ impl<T: Element> Tensor<T> {
         let mean = self.mean_axes(&axes, true)?;
         let dev = self.zip_with(&mean, "var", |x, m| (x - m) * (x - m))?;
         let (mut d, s) = dev.fold_axes(&axes, Fold::Sum);
-        let denom = count as f64 - if unbiased { 1.0 } else { 0.0 };
+        // PyTorch divides by max(n − δ, 0): NaN (0/0) or ∞ when it is 0.
+        let denom = (count as f64 - if unbiased { 1.0 } else { 0.0 }).max(0.0);
         let inv: T = c(1.0 / denom);
         d.iter_mut().for_each(|x| *x *= inv);
         Ok(Self::finish(d, s, &axes, keepdim))

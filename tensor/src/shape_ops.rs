@@ -72,6 +72,9 @@ impl<T: Scalar> Tensor<T> {
     /// Merges axes `start..=end` into one (`torch.flatten`).
     pub fn flatten<D: Dim>(&self, start: D, end: D) -> Result<Self> {
         if self.rank() == 0 {
+            // A scalar flattens to [1]; only axes 0 and −1 name it.
+            normalize_axis("flatten", start, 1)?;
+            normalize_axis("flatten", end, 1)?;
             return Ok(self.with_shape(vec![1]));
         }
         let s = normalize_axis("flatten", start, self.rank())?;
