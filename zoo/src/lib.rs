@@ -1,15 +1,17 @@
 //! # anneal-zoo
 //!
-//! Reference models, data and (soon) the training loop and the `anneal` CLI.
-//! This crate is in progress: today it holds the data layer — the bundled
-//! UCI digits with their checksum, a stratified split, IDX and CSV readers
-//! and synthetic sequence tasks.
+//! Reference models (the source material's CNN, a small modern CNN, LSTM/GRU
+//! and Transformer classifiers, a tiny decoder-only language model), the
+//! data they train on (the bundled UCI digits with their checksum, a
+//! stratified split, IDX and CSV readers, synthetic sequence tasks), the
+//! training loop and the `anneal` command line.
 
 #![warn(missing_docs)]
 
 pub mod data;
 mod error;
 pub mod models;
+pub mod registry;
 pub mod trainer;
 
 pub use error::{Error, Result};
