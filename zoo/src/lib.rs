@@ -11,6 +11,7 @@
 pub mod data;
 mod error;
 pub mod models;
+pub mod plot;
 pub mod registry;
 pub mod trainer;
 

@@ -1,6 +1,463 @@
-//! The `anneal` command line (in progress).
+//! `anneal`: train, evaluate, quantise and compare the reference models on
+//! the bundled digits.
 
-fn main() {
-    eprintln!("anneal: the command line is not implemented yet; see the README's status table");
-    std::process::exit(2);
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anneal_layers::{load_safetensors, save_safetensors, Module, ModuleExt};
+use anneal_optim::{
+    Adam, AdamConfig, AdamW, AdamWConfig, CosineAnnealingLr, LrSchedule, Optimizer, RmsProp,
+    RmsPropConfig, Sgd, SgdConfig,
+};
+use anneal_zoo::data::{load_digits, stratified_split, Dataset};
+use anneal_zoo::plot::{write_curves, Panel, Series};
+use anneal_zoo::registry::{build_model, defaults_for, MODEL_NAMES};
+use anneal_zoo::trainer::{evaluate, train, History, TrainConfig};
+use anneal_zoo::{Error, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// anneal: train, evaluate, quantise and compare neural networks in pure Rust.
+#[derive(Parser)]
+#[command(name = "anneal", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model on the bundled digits, evaluate it and print a summary.
+    Train(TrainArgs),
+    /// Evaluate saved weights on the test split.
+    Eval(EvalArgs),
+    /// Train the same model with each optimiser (or regulariser) and compare.
+    Compare(CompareArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+enum OptimizerName {
+    Sgd,
+    Adam,
+    Adamw,
+    Rmsprop,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+enum ScheduleName {
+    Constant,
+    Cosine,
+}
+
+#[derive(Args, Clone)]
+struct TrainArgs {
+    /// Model: small-cnn, source-cnn, lstm, gru or transformer.
+    #[arg(long, default_value = "small-cnn")]
+    model: String,
+    /// Optimiser.
+    #[arg(long, value_enum, default_value_t = OptimizerName::Adam)]
+    optimizer: OptimizerName,
+    /// Learning rate (default: the model's own).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Learning-rate schedule over the epochs.
+    #[arg(long, value_enum, default_value_t = ScheduleName::Constant)]
+    schedule: ScheduleName,
+    /// Epochs (default: the model's own).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Mini-batch size.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// L2 penalty λ (½λ‖w‖² on weights, not biases or norms).
+    #[arg(long, default_value_t = 0.0)]
+    l2: f64,
+    /// Dropout probability where the model has dropout.
+    #[arg(long)]
+    dropout: Option<f64>,
+    /// Seed of initialisation, shuffling and dropout.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output folder for weights, checkpoints and curves.
+    #[arg(long, default_value = "anneal-out")]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// Model the weights belong to.
+    #[arg(long, default_value = "small-cnn")]
+    model: String,
+    /// Weights file written by `anneal train` (model.safetensors).
+    #[arg(long)]
+    weights: PathBuf,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+enum CompareWhat {
+    Optimizers,
+    Regularizers,
+}
+
+#[derive(Args)]
+struct CompareArgs {
+    /// What to vary.
+    #[arg(long, value_enum, default_value_t = CompareWhat::Optimizers)]
+    what: CompareWhat,
+    /// Model.
+    #[arg(long, default_value = "small-cnn")]
+    model: String,
+    /// Epochs per run.
+    #[arg(long, default_value_t = 8)]
+    epochs: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output folder for the curves.
+    #[arg(long, default_value = "anneal-out")]
+    out: PathBuf,
+}
+
+fn check_model(name: &str) -> Result<()> {
+    if MODEL_NAMES.contains(&name) {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "unknown model {name:?}; choose one of {}",
+            MODEL_NAMES.join(", ")
+        )))
+    }
+}
+
+fn digits_split() -> Result<(Dataset, Dataset)> {
+    let data = load_digits()?;
+    let split = stratified_split(&data.labels, 0.2, 0)?;
+    Ok((data.subset(&split.train)?, data.subset(&split.test)?))
+}
+
+fn make_optimizer(name: OptimizerName, lr: f64) -> Result<Box<dyn Optimizer<f32>>> {
+    Ok(match name {
+        OptimizerName::Sgd => Box::new(Sgd::new(SgdConfig {
+            momentum: 0.9,
+            ..SgdConfig::new(lr)
+        })?),
+        OptimizerName::Adam => Box::new(Adam::new(AdamConfig::new(lr))?),
+        OptimizerName::Adamw => Box::new(AdamW::new(AdamWConfig::new(lr))?),
+        OptimizerName::Rmsprop => Box::new(RmsProp::new(RmsPropConfig::new(lr))?),
+    })
+}
+
+/// Bytes of the parameters and buffers as stored in f32.
+fn model_bytes(m: &dyn Module<f32>) -> usize {
+    let mut n = 0;
+    m.visit("", &mut |_, e| {
+        n += match e {
+            anneal_layers::Entry::Param(p) => p.value().numel() * 4,
+            anneal_layers::Entry::Buffer(b) => b.numel() * 4,
+            anneal_layers::Entry::Counter(_) => 8,
+        }
+    });
+    n
+}
+
+/// Inference throughput (samples/s) over the test set, batch 256, best of 3.
+fn throughput(m: &dyn Module<f32>, data: &Dataset) -> Result<f64> {
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let t = Instant::now();
+        evaluate(m, data, 256)?;
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Ok(data.len() as f64 / best.max(1e-9))
+}
+
+fn curves(stem: &Path, runs: &[(String, &History)]) -> Result<()> {
+    let series =
+        |f: &dyn Fn(&anneal_zoo::trainer::EpochRecord) -> f64, suffix: &str| -> Vec<Series> {
+            runs.iter()
+                .map(|(name, h)| Series {
+                    label: format!("{name}{suffix}"),
+                    points: h
+                        .epochs
+                        .iter()
+                        .map(|e| ((e.epoch + 1) as f64, f(e)))
+                        .collect(),
+                })
+                .collect()
+        };
+    let mut loss = series(&|e| e.eval_loss, " test");
+    let mut acc = series(&|e| e.eval_accuracy * 100.0, " test");
+    if runs.len() == 1 {
+        loss.extend(series(&|e| e.train_loss, " train"));
+        acc.extend(series(&|e| e.train_accuracy * 100.0, " train"));
+    }
+    write_curves(
+        stem,
+        &[
+            Panel {
+                title: "loss".into(),
+                y_label: "cross-entropy".into(),
+                series: loss,
+            },
+            Panel {
+                title: "accuracy".into(),
+                y_label: "%".into(),
+                series: acc,
+            },
+        ],
+    )
+}
+
+fn validate(a: &TrainArgs) -> Result<(f64, usize)> {
+    check_model(&a.model)?;
+    let (lr0, ep0) = defaults_for(&a.model);
+    let lr = a.lr.unwrap_or(lr0);
+    let epochs = a.epochs.unwrap_or(ep0);
+    if !(lr.is_finite() && lr > 0.0) {
+        return Err(Error::Invalid(format!(
+            "--lr {lr} must be a positive number"
+        )));
+    }
+    if epochs == 0 || epochs > 10_000 {
+        return Err(Error::Invalid(format!(
+            "--epochs {epochs} must be between 1 and 10000"
+        )));
+    }
+    if a.batch_size == 0 || a.batch_size > 1_000_000 {
+        return Err(Error::Invalid(format!(
+            "--batch-size {} must be between 1 and 1000000",
+            a.batch_size
+        )));
+    }
+    if !(a.l2.is_finite() && a.l2 >= 0.0) {
+        return Err(Error::Invalid(format!(
+            "--l2 {} must be a non-negative number",
+            a.l2
+        )));
+    }
+    if let Some(p) = a.dropout {
+        if !(0.0..1.0).contains(&p) {
+            return Err(Error::Invalid(format!("--dropout {p} must be in [0, 1)")));
+        }
+    }
+    Ok((lr, epochs))
+}
+
+struct Trained {
+    model: Box<dyn Module<f32>>,
+    history: History,
+    test: Dataset,
+}
+
+fn run_training(a: &TrainArgs, progress: bool) -> Result<Trained> {
+    let (lr, epochs) = validate(a)?;
+    let (train_set, test) = digits_split()?;
+    let mut model = build_model(&a.model, a.dropout, a.seed)?;
+    let mut opt = make_optimizer(a.optimizer, lr)?;
+    let mut cosine = CosineAnnealingLr::new(lr, epochs, 0.0)?;
+    let schedule: Option<&mut dyn LrSchedule> = match a.schedule {
+        ScheduleName::Constant => None,
+        ScheduleName::Cosine => Some(&mut cosine),
+    };
+    let cfg = TrainConfig {
+        epochs,
+        batch_size: a.batch_size,
+        seed: a.seed,
+        l2: a.l2,
+        progress,
+        checkpoint_dir: Some(a.out.join("checkpoints")),
+        ..Default::default()
+    };
+    let history = train(&mut model, &mut *opt, schedule, &train_set, &test, &cfg)?;
+    Ok(Trained {
+        model,
+        history,
+        test,
+    })
+}
+
+fn cmd_train(a: &TrainArgs) -> Result<()> {
+    let (lr, epochs) = validate(a)?;
+    println!("anneal train: {} on the UCI digits (1,437 train / 360 test images), {:?} lr {lr}, {epochs} epochs, seed {}", a.model, a.optimizer, a.seed);
+    let t = run_training(a, true)?;
+    println!(
+        "{:>5} {:>11} {:>10} {:>10} {:>9} {:>10}",
+        "epoch", "train loss", "train acc", "test loss", "test acc", "samples/s"
+    );
+    for e in &t.history.epochs {
+        println!(
+            "{:>5} {:>11.4} {:>9.2}% {:>10.4} {:>8.2}% {:>10.0}",
+            e.epoch + 1,
+            e.train_loss,
+            e.train_accuracy * 100.0,
+            e.eval_loss,
+            e.eval_accuracy * 100.0,
+            e.samples_per_second
+        );
+    }
+    std::fs::create_dir_all(&a.out).map_err(|source| Error::Io {
+        path: a.out.clone(),
+        source,
+    })?;
+    let weights = a.out.join("model.safetensors");
+    save_safetensors(t.model.as_ref(), &weights)?;
+    curves(&a.out.join("curves"), &[(a.model.clone(), &t.history)])?;
+    let (loss, acc) = evaluate(t.model.as_ref(), &t.test, 256)?;
+    let tput = throughput(t.model.as_ref(), &t.test)?;
+    println!();
+    println!("| model | weights | size | test accuracy | test loss | inference |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| {} | f32 | {:.1} KiB | {:.2}% | {:.4} | {:.0} images/s |",
+        a.model,
+        model_bytes(t.model.as_ref()) as f64 / 1024.0,
+        acc * 100.0,
+        loss,
+        tput
+    );
+    println!();
+    println!(
+        "weights: {}  curves: {}  ({} parameters)",
+        weights.display(),
+        a.out.join("curves.svg").display(),
+        t.model.num_parameters()
+    );
+    Ok(())
+}
+
+fn cmd_eval(a: &EvalArgs) -> Result<()> {
+    check_model(&a.model)?;
+    let mut model = build_model(&a.model, None, 0)?;
+    load_safetensors(model.as_mut(), &a.weights, true)?;
+    let (_, test) = digits_split()?;
+    let (loss, acc) = evaluate(model.as_ref(), &test, 256)?;
+    println!(
+        "{}: test accuracy {:.2}%, test loss {:.4} on {} images",
+        a.model,
+        acc * 100.0,
+        loss,
+        test.len()
+    );
+    Ok(())
+}
+
+fn cmd_compare(a: &CompareArgs) -> Result<()> {
+    check_model(&a.model)?;
+    if a.epochs == 0 || a.epochs > 10_000 {
+        return Err(Error::Invalid(format!(
+            "--epochs {} must be between 1 and 10000",
+            a.epochs
+        )));
+    }
+    let base = TrainArgs {
+        model: a.model.clone(),
+        optimizer: OptimizerName::Adam,
+        lr: None,
+        schedule: ScheduleName::Constant,
+        epochs: Some(a.epochs),
+        batch_size: 32,
+        l2: 0.0,
+        dropout: None,
+        seed: a.seed,
+        out: a.out.join("compare"),
+    };
+    let runs: Vec<(String, TrainArgs)> = match a.what {
+        CompareWhat::Optimizers => [
+            (OptimizerName::Sgd, 0.05),
+            (OptimizerName::Adam, defaults_for(&a.model).0),
+            (OptimizerName::Adamw, defaults_for(&a.model).0),
+            (OptimizerName::Rmsprop, 1e-3),
+        ]
+        .into_iter()
+        .map(|(o, lr)| {
+            (
+                format!("{o:?}").to_lowercase(),
+                TrainArgs {
+                    optimizer: o,
+                    lr: Some(lr),
+                    ..base.clone()
+                },
+            )
+        })
+        .collect(),
+        CompareWhat::Regularizers => vec![
+            (
+                "none".to_string(),
+                TrainArgs {
+                    dropout: Some(0.0),
+                    ..base.clone()
+                },
+            ),
+            (
+                "l2 1e-3".to_string(),
+                TrainArgs {
+                    l2: 1e-3,
+                    dropout: Some(0.0),
+                    ..base.clone()
+                },
+            ),
+            (
+                "dropout 0.3".to_string(),
+                TrainArgs {
+                    dropout: Some(0.3),
+                    ..base.clone()
+                },
+            ),
+            (
+                "l2+dropout".to_string(),
+                TrainArgs {
+                    l2: 1e-3,
+                    dropout: Some(0.3),
+                    ..base.clone()
+                },
+            ),
+        ],
+    };
+    let mut results = Vec::new();
+    for (name, args) in &runs {
+        eprintln!("training {name} …");
+        results.push((name.clone(), run_training(args, false)?.history));
+    }
+    println!("| {} | final train loss | final train acc | final test acc | best test acc | train−test gap |", if a.what == CompareWhat::Optimizers { "optimiser" } else { "regulariser" });
+    println!("|---|---|---|---|---|---|");
+    for (name, h) in &results {
+        let last = h
+            .epochs
+            .last()
+            .ok_or_else(|| Error::Invalid("no epoch ran".into()))?;
+        let best = h.epochs.iter().map(|e| e.eval_accuracy).fold(0.0, f64::max);
+        println!(
+            "| {name} | {:.4} | {:.2}% | {:.2}% | {:.2}% | {:+.2} pt |",
+            last.train_loss,
+            last.train_accuracy * 100.0,
+            last.eval_accuracy * 100.0,
+            best * 100.0,
+            (last.train_accuracy - last.eval_accuracy) * 100.0
+        );
+    }
+    let stem = a.out.join(if a.what == CompareWhat::Optimizers {
+        "compare-optimizers"
+    } else {
+        "compare-regularizers"
+    });
+    let refs: Vec<(String, &History)> = results.iter().map(|(n, h)| (n.clone(), h)).collect();
+    curves(&stem, &refs)?;
+    println!("\ncurves: {}", stem.with_extension("svg").display());
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Train(a) => cmd_train(a),
+        Command::Eval(a) => cmd_eval(a),
+        Command::Compare(a) => cmd_compare(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("anneal: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
