@@ -4,6 +4,7 @@ use anneal_autograd::{Param, Var};
 use anneal_tensor::{Conv1dParams, Conv2dParams, Element, Error, Result};
 use rand::Rng;
 
+use crate::hooks::{HookableLayer, LayerHooks};
 use crate::init;
 use crate::module::{expect_rank, join, Entry, EntryMut, Module};
 
@@ -135,6 +136,7 @@ impl Conv2dConfig {
             weight,
             bias,
             config: *self,
+            hooks: LayerHooks::default(),
         })
     }
 }
@@ -148,6 +150,8 @@ pub struct Conv2d<T: Element = f32> {
     pub bias: Option<Param<T>>,
     /// The configuration it was built from.
     pub config: Conv2dConfig,
+    /// Quantisation hooks (none by default).
+    pub hooks: LayerHooks<T>,
 }
 
 /// `(before, after)` zeros for "same" padding of one axis.
@@ -156,8 +160,8 @@ fn same_pad(kernel: usize, dilation: usize) -> (usize, usize) {
     (total / 2, total - total / 2)
 }
 
-impl<T: Element> Module<T> for Conv2d<T> {
-    fn forward(&self, x: &Var<T>) -> Result<Var<T>> {
+impl<T: Element> Conv2d<T> {
+    fn check_input(&self, x: &Var<T>) -> Result<()> {
         expect_rank("Conv2d", x, &[4], "[N, C, H, W]")?;
         if x.shape()[1] != self.config.in_channels {
             return Err(Error::shape(
@@ -170,6 +174,12 @@ impl<T: Element> Module<T> for Conv2d<T> {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// The convolution in floating point (with observers and fake quantisation).
+    fn float_forward(&self, x: &Var<T>) -> Result<Var<T>> {
+        self.check_input(x)?;
         let c = &self.config;
         let (x, padding) = match c.padding {
             Padding::Explicit(ph, pw) => (x.clone(), [ph, pw]),
@@ -192,8 +202,31 @@ impl<T: Element> Module<T> for Conv2d<T> {
             dilation: c.dilation,
             groups: c.groups,
         };
+        let (x, w) = self.hooks.enter(&x, self.weight.var())?;
         let b = self.bias.as_ref().map(|b| b.var());
-        x.conv2d(&self.weight.var(), b.as_ref(), p)
+        x.conv2d(&w, b.as_ref(), p)
+    }
+}
+
+impl<T: Element> Module<T> for Conv2d<T> {
+    fn forward(&self, x: &Var<T>) -> Result<Var<T>> {
+        if let Some(k) = &self.hooks.kernel {
+            self.check_input(x)?;
+            return Ok(Var::constant(k.forward(x.value())?));
+        }
+        self.float_forward(x)
+    }
+
+    fn forward_train(&mut self, x: &Var<T>) -> Result<Var<T>> {
+        self.float_forward(x)
+    }
+
+    fn visit_layers_mut<'a>(
+        &'a mut self,
+        prefix: &str,
+        f: &mut dyn FnMut(&str, HookableLayer<'a, T>),
+    ) {
+        f(prefix, HookableLayer::Conv2d(self));
     }
 
     fn visit<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(&str, Entry<'a, T>)) {

@@ -57,6 +57,7 @@ mod conv;
 mod dropout;
 mod embedding;
 mod gradcheck;
+mod hooks;
 pub mod init;
 mod linear;
 mod loss;
@@ -77,6 +78,7 @@ pub use conv::{
 pub use dropout::Dropout;
 pub use embedding::Embedding;
 pub use gradcheck::{gradcheck_module, ModuleGradcheckFailure};
+pub use hooks::{FakeQuantHook, HookableLayer, InferenceKernel, InputObserver, LayerHooks};
 pub use linear::{Linear, LinearConfig};
 pub use loss::{
     bce_with_logits, cross_entropy, huber_loss, l1_loss, mse_loss, nll_loss, smooth_l1_loss,

@@ -4,6 +4,7 @@ use anneal_autograd::{Param, Var};
 use anneal_tensor::{Element, Result};
 use rand::Rng;
 
+use crate::hooks::{HookableLayer, LayerHooks};
 use crate::init;
 use crate::module::{expect_rank, join, Entry, EntryMut, Module};
 
@@ -49,7 +50,11 @@ impl LinearConfig {
         } else {
             None
         };
-        Ok(Linear { weight, bias })
+        Ok(Linear {
+            weight,
+            bias,
+            hooks: LayerHooks::default(),
+        })
     }
 }
 
@@ -63,12 +68,18 @@ pub struct Linear<T: Element = f32> {
     pub weight: Param<T>,
     /// Optional bias `[out_features]`.
     pub bias: Option<Param<T>>,
+    /// Quantisation hooks (none by default).
+    pub hooks: LayerHooks<T>,
 }
 
 impl<T: Element> Linear<T> {
     /// Builds a layer from existing tensors (e.g. loaded weights).
     pub fn from_params(weight: Param<T>, bias: Option<Param<T>>) -> Self {
-        Linear { weight, bias }
+        Linear {
+            weight,
+            bias,
+            hooks: LayerHooks::default(),
+        }
     }
 }
 
@@ -82,8 +93,27 @@ impl<T: Element> Module<T> for Linear<T> {
             ));
         }
         expect_rank("Linear", x, &[1, 2, 3, 4, 5, 6], "of rank ≥ 1")?;
+        if let Some(k) = &self.hooks.kernel {
+            return Ok(Var::constant(k.forward(x.value())?));
+        }
+        let (x, w) = self.hooks.enter(x, self.weight.var())?;
         let b = self.bias.as_ref().map(|b| b.var());
-        x.linear(&self.weight.var(), b.as_ref())
+        x.linear(&w, b.as_ref())
+    }
+
+    fn forward_train(&mut self, x: &Var<T>) -> Result<Var<T>> {
+        // Training always runs in floating point (with fake quantisation if installed).
+        let (x, w) = self.hooks.enter(x, self.weight.var())?;
+        let b = self.bias.as_ref().map(|b| b.var());
+        x.linear(&w, b.as_ref())
+    }
+
+    fn visit_layers_mut<'a>(
+        &'a mut self,
+        prefix: &str,
+        f: &mut dyn FnMut(&str, HookableLayer<'a, T>),
+    ) {
+        f(prefix, HookableLayer::Linear(self));
     }
 
     fn visit<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(&str, Entry<'a, T>)) {

@@ -4,6 +4,8 @@
 use anneal_autograd::{Param, Var};
 use anneal_tensor::{Element, Result, Tensor};
 
+use crate::hooks::HookableLayer;
+
 /// One named entry of a module, seen by [`Module::visit`].
 #[derive(Debug)]
 pub enum Entry<'a, T: Element> {
@@ -64,6 +66,17 @@ pub trait Module<T: Element = f32>: Send + Sync {
     /// children; layers without randomness ignore it.
     fn reseed(&mut self, seed: u64) {
         let _ = seed;
+    }
+
+    /// Hands every Linear and Conv2d layer inside (with its dotted name) to
+    /// `f`, so quantisation can install hooks. Containers forward it to their
+    /// children; the default reaches nothing.
+    fn visit_layers_mut<'a>(
+        &'a mut self,
+        prefix: &str,
+        f: &mut dyn FnMut(&str, HookableLayer<'a, T>),
+    ) {
+        let _ = (prefix, f);
     }
 
     /// Calls `f(name, entry)` for every parameter and buffer, names prefixed
@@ -129,6 +142,13 @@ impl<T: Element> Module<T> for Box<dyn Module<T>> {
     }
     fn reseed(&mut self, seed: u64) {
         (**self).reseed(seed)
+    }
+    fn visit_layers_mut<'a>(
+        &'a mut self,
+        prefix: &str,
+        f: &mut dyn FnMut(&str, HookableLayer<'a, T>),
+    ) {
+        (**self).visit_layers_mut(prefix, f)
     }
     fn visit<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(&str, Entry<'a, T>)) {
         (**self).visit(prefix, f)

@@ -3,6 +3,7 @@
 use anneal_autograd::Var;
 use anneal_tensor::{Element, Result};
 
+use crate::hooks::HookableLayer;
 use crate::module::{join, Entry, EntryMut, Module};
 
 /// Runs modules one after another; their parameters are named `0.weight`,
@@ -65,6 +66,16 @@ impl<T: Element> Module<T> for Sequential<T> {
     fn reseed(&mut self, seed: u64) {
         for (i, l) in self.layers.iter_mut().enumerate() {
             l.reseed(crate::mix_seed(seed, i as u64));
+        }
+    }
+
+    fn visit_layers_mut<'a>(
+        &'a mut self,
+        prefix: &str,
+        f: &mut dyn FnMut(&str, HookableLayer<'a, T>),
+    ) {
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            l.visit_layers_mut(&join(prefix, &i.to_string()), f);
         }
     }
 

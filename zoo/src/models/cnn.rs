@@ -205,6 +205,20 @@ macro_rules! features_then_classifier {
                 let h = self.features.forward_train(x)?;
                 self.classifier.forward_train(&h)
             }
+            fn reseed(&mut self, seed: u64) {
+                self.features.reseed(anneal_layers::mix_seed(seed, 0));
+                self.classifier.reseed(anneal_layers::mix_seed(seed, 1));
+            }
+            fn visit_layers_mut<'a>(
+                &'a mut self,
+                prefix: &str,
+                f: &mut dyn FnMut(&str, anneal_layers::HookableLayer<'a, T>),
+            ) {
+                self.features
+                    .visit_layers_mut(&anneal_layers::join(prefix, "features"), f);
+                self.classifier
+                    .visit_layers_mut(&anneal_layers::join(prefix, "classifier"), f);
+            }
             fn visit<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(&str, Entry<'a, T>)) {
                 self.features
                     .visit(&anneal_layers::join(prefix, "features"), f);

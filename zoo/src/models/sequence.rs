@@ -3,8 +3,8 @@
 
 use anneal_autograd::{no_grad, Var};
 use anneal_layers::{
-    causal_mask, join, mix_seed, Embedding, Entry, EntryMut, Gru, GruConfig, LayerNorm,
-    LearnedPositionalEncoding, Linear, LinearConfig, Lstm, LstmConfig, Module,
+    causal_mask, join, mix_seed, Embedding, Entry, EntryMut, Gru, GruConfig, HookableLayer,
+    LayerNorm, LearnedPositionalEncoding, Linear, LinearConfig, Lstm, LstmConfig, Module,
     TransformerActivation, TransformerEncoder, TransformerEncoderLayer, TransformerLayerConfig,
 };
 use anneal_tensor::{Element, Error, Result, Tensor};
@@ -156,6 +156,14 @@ impl<T: Element> Module<T> for SequenceClassifier<T> {
         }
     }
 
+    fn visit_layers_mut<'a>(
+        &'a mut self,
+        prefix: &str,
+        f: &mut dyn FnMut(&str, HookableLayer<'a, T>),
+    ) {
+        self.head.visit_layers_mut(&join(prefix, "head"), f);
+    }
+
     fn visit<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(&str, Entry<'a, T>)) {
         match &self.rnn {
             Recurrent::Lstm(l) => l.visit(&join(prefix, "rnn"), f),
@@ -289,6 +297,15 @@ impl<T: Element> Module<T> for TransformerClassifier<T> {
 
     fn reseed(&mut self, seed: u64) {
         self.encoder.reseed(seed);
+    }
+
+    fn visit_layers_mut<'a>(
+        &'a mut self,
+        prefix: &str,
+        f: &mut dyn FnMut(&str, HookableLayer<'a, T>),
+    ) {
+        self.embed.visit_layers_mut(&join(prefix, "embed"), f);
+        self.head.visit_layers_mut(&join(prefix, "head"), f);
     }
 
     fn visit<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(&str, Entry<'a, T>)) {
