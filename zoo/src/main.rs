@@ -10,6 +10,10 @@ use anneal_optim::{
     Adam, AdamConfig, AdamW, AdamWConfig, CosineAnnealingLr, LrSchedule, Optimizer, RmsProp,
     RmsPropConfig, Sgd, SgdConfig,
 };
+use anneal_quant::{
+    quantize_static, quantize_weights, Calibration, LayerScheme, QuantConfig, QuantReport,
+};
+use anneal_tensor::Tensor;
 use anneal_zoo::data::{load_digits, stratified_split, Dataset};
 use anneal_zoo::plot::{write_curves, Panel, Series};
 use anneal_zoo::registry::{build_model, defaults_for, MODEL_NAMES};
@@ -31,8 +35,38 @@ enum Command {
     Train(TrainArgs),
     /// Evaluate saved weights on the test split.
     Eval(EvalArgs),
+    /// Quantise saved weights and report accuracy, size and per-layer SQNR.
+    Quantize(QuantizeArgs),
     /// Train the same model with each optimiser (or regulariser) and compare.
     Compare(CompareArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+enum MethodName {
+    Minmax,
+    Percentile,
+    Mse,
+    Entropy,
+    Meanstd,
+}
+
+#[derive(Args)]
+struct QuantizeArgs {
+    /// Model the weights belong to.
+    #[arg(long, default_value = "small-cnn")]
+    model: String,
+    /// Weights file written by `anneal train` (model.safetensors).
+    #[arg(long)]
+    weights: PathBuf,
+    /// Activation calibration method (8-bit).
+    #[arg(long, value_enum, default_value_t = MethodName::Minmax)]
+    method: MethodName,
+    /// Weight bits: 8 (int8 weights and activations) or 4 (weight-only blocks).
+    #[arg(long, default_value_t = 8)]
+    bits: u32,
+    /// One weight scale per output channel (8-bit only).
+    #[arg(long)]
+    per_channel: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
@@ -58,7 +92,7 @@ struct TrainArgs {
     #[arg(long, value_enum, default_value_t = OptimizerName::Adam)]
     optimizer: OptimizerName,
     /// Learning rate (default: the model's own).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     lr: Option<f64>,
     /// Learning-rate schedule over the epochs.
     #[arg(long, value_enum, default_value_t = ScheduleName::Constant)]
@@ -70,10 +104,10 @@ struct TrainArgs {
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
     /// L2 penalty λ (½λ‖w‖² on weights, not biases or norms).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     l2: f64,
     /// Dropout probability where the model has dropout.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     dropout: Option<f64>,
     /// Seed of initialisation, shuffling and dropout.
     #[arg(long, default_value_t = 0)]
@@ -302,26 +336,141 @@ fn cmd_train(a: &TrainArgs) -> Result<()> {
     let weights = a.out.join("model.safetensors");
     save_safetensors(t.model.as_ref(), &weights)?;
     curves(&a.out.join("curves"), &[(a.model.clone(), &t.history)])?;
-    let (loss, acc) = evaluate(t.model.as_ref(), &t.test, 256)?;
-    let tput = throughput(t.model.as_ref(), &t.test)?;
+    let mut model = t.model;
+    let f32_row = table_row(
+        &a.model,
+        "f32",
+        model_bytes(model.as_ref()),
+        model.as_ref(),
+        &t.test,
+    )?;
+    let (train_set, _) = digits_split()?;
+    let (int8, label8) = quantize_model(model.as_mut(), 8, MethodName::Minmax, true, &train_set)?;
+    let int8_row = table_row(
+        &a.model,
+        &label8,
+        int8.quant_model_bytes,
+        model.as_ref(),
+        &t.test,
+    )?;
+    anneal_quant::dequantize(model.as_mut());
+    let (int4, label4) = quantize_model(model.as_mut(), 4, MethodName::Minmax, false, &train_set)?;
+    let int4_row = table_row(
+        &a.model,
+        &label4,
+        int4.quant_model_bytes,
+        model.as_ref(),
+        &t.test,
+    )?;
+    anneal_quant::dequantize(model.as_mut());
     println!();
     println!("| model | weights | size | test accuracy | test loss | inference |");
     println!("|---|---|---|---|---|---|");
-    println!(
-        "| {} | f32 | {:.1} KiB | {:.2}% | {:.4} | {:.0} images/s |",
-        a.model,
-        model_bytes(t.model.as_ref()) as f64 / 1024.0,
-        acc * 100.0,
-        loss,
-        tput
-    );
+    println!("{f32_row}\n{int8_row}\n{int4_row}");
     println!();
+    println!("int8 per-layer report:\n{}", int8.table());
     println!(
         "weights: {}  curves: {}  ({} parameters)",
         weights.display(),
         a.out.join("curves.svg").display(),
-        t.model.num_parameters()
+        model.num_parameters()
     );
+    Ok(())
+}
+
+/// Calibration batches: the first 256 training images in batches of 64.
+fn calibration_batches(train: &Dataset) -> Result<Vec<Tensor<f32>>> {
+    let n = train.len().min(256);
+    (0..n.div_ceil(64))
+        .map(|b| Ok(train.inputs.narrow(0, b * 64, 64.min(n - b * 64))?))
+        .collect()
+}
+
+/// One row of the before/after table.
+fn table_row(
+    model: &str,
+    weights: &str,
+    bytes: usize,
+    m: &dyn Module<f32>,
+    test: &Dataset,
+) -> Result<String> {
+    let (loss, acc) = evaluate(m, test, 256)?;
+    let tput = throughput(m, test)?;
+    Ok(format!(
+        "| {model} | {weights} | {:.1} KiB | {:.2}% | {:.4} | {:.0} images/s |",
+        bytes as f64 / 1024.0,
+        acc * 100.0,
+        loss,
+        tput
+    ))
+}
+
+fn quantize_model(
+    model: &mut dyn Module<f32>,
+    bits: u32,
+    method: MethodName,
+    per_channel: bool,
+    train: &Dataset,
+) -> Result<(QuantReport, String)> {
+    let calib = calibration_batches(train)?;
+    match bits {
+        8 => {
+            let calibration = match method {
+                MethodName::Minmax => Calibration::MinMax,
+                MethodName::Percentile => Calibration::Percentile(99.99),
+                MethodName::Mse => Calibration::Mse,
+                MethodName::Entropy => Calibration::Entropy,
+                MethodName::Meanstd => Calibration::MeanStd(3.0),
+            };
+            let cfg = QuantConfig::uniform(LayerScheme::Int8 {
+                per_channel,
+                calibration,
+            });
+            let label = format!(
+                "int8 ({}{method:?})",
+                if per_channel { "per-channel, " } else { "" }
+            )
+            .to_lowercase();
+            Ok((quantize_static(model, &cfg, &calib)?, label))
+        }
+        4 => Ok((
+            quantize_weights(
+                model,
+                &QuantConfig::uniform(LayerScheme::Int4WeightOnly),
+                &calib,
+            )?,
+            "int4 weight-only".to_string(),
+        )),
+        b => Err(Error::Invalid(format!("--bits {b} must be 8 or 4"))),
+    }
+}
+
+fn cmd_quantize(a: &QuantizeArgs) -> Result<()> {
+    check_model(&a.model)?;
+    if a.bits != 8 && a.bits != 4 {
+        return Err(Error::Invalid(format!("--bits {} must be 8 or 4", a.bits)));
+    }
+    let mut model = build_model(&a.model, None, 0)?;
+    load_safetensors(model.as_mut(), &a.weights, true)?;
+    let (train_set, test) = digits_split()?;
+    let before = table_row(
+        &a.model,
+        "f32",
+        model_bytes(model.as_ref()),
+        model.as_ref(),
+        &test,
+    )?;
+    let (report, label) =
+        quantize_model(model.as_mut(), a.bits, a.method, a.per_channel, &train_set)?;
+    let after = table_row(
+        &a.model,
+        &label,
+        report.quant_model_bytes,
+        model.as_ref(),
+        &test,
+    )?;
+    println!("| model | weights | size | test accuracy | test loss | inference |\n|---|---|---|---|---|---|\n{before}\n{after}\n");
+    println!("{}", report.table());
     Ok(())
 }
 
@@ -451,6 +600,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Train(a) => cmd_train(a),
         Command::Eval(a) => cmd_eval(a),
+        Command::Quantize(a) => cmd_quantize(a),
         Command::Compare(a) => cmd_compare(a),
     };
     match result {
