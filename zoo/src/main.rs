@@ -39,6 +39,15 @@ enum Command {
     Quantize(QuantizeArgs),
     /// Train the same model with each optimiser (or regulariser) and compare.
     Compare(CompareArgs),
+    /// Time the reference workloads at 1 and 2 threads and print one table.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Thread counts to run at.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1, 2])]
+    threads: Vec<usize>,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
@@ -595,6 +604,26 @@ fn cmd_compare(a: &CompareArgs) -> Result<()> {
     Ok(())
 }
 
+fn cmd_bench(a: &BenchArgs) -> Result<()> {
+    if a.threads.is_empty() || a.threads.iter().any(|&t| t == 0 || t > 256) {
+        return Err(Error::Invalid(format!(
+            "--threads {:?} must be between 1 and 256",
+            a.threads
+        )));
+    }
+    println!("| workload | threads | median | throughput |\n|---|---|---|---|");
+    for r in anneal_zoo::bench::run_benchmarks(&a.threads)? {
+        println!(
+            "| {} | {} | {:.2} ms | {} |",
+            r.workload,
+            r.threads,
+            r.median_s * 1e3,
+            r.throughput
+        );
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
@@ -602,6 +631,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => cmd_eval(a),
         Command::Quantize(a) => cmd_quantize(a),
         Command::Compare(a) => cmd_compare(a),
+        Command::Bench(a) => cmd_bench(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
