@@ -12,7 +12,7 @@ use anneal_tensor::{Error, Result, Tensor};
 
 use crate::fake_quant::fake_quantize_ste;
 use crate::kernels::AffineU8;
-use crate::qmodules::{ActivationQuant, Int4Kernel, QConv2dKernel, QLinearKernel};
+use crate::qmodules::{ActivationQuant, BlockKernel, QConv2dKernel, QLinearKernel};
 use crate::{
     sqnr_db, EntropyObserver, HistogramObserver, MeanStdObserver, MinMaxObserver,
     MovingAverageMinMaxObserver, Observer, PercentileObserver, QDType, QScheme,
@@ -68,6 +68,8 @@ pub enum LayerScheme {
     },
     /// 4-bit weights in blocks of 32 (Q4_0), f32 activations.
     Int4WeightOnly,
+    /// 8-bit weights in blocks of 32 (Q8_0), f32 activations.
+    Int8WeightOnly,
 }
 
 /// A per-layer plan: a default plus overrides by exact layer name.
@@ -267,8 +269,12 @@ fn build_kernel(
             )?),
         },
         (LayerScheme::Int4WeightOnly, l) => match l {
-            HookableLayer::Linear(l) => Arc::new(Int4Kernel::linear(l)?),
-            HookableLayer::Conv2d(c) => Arc::new(Int4Kernel::conv2d(c)?),
+            HookableLayer::Linear(l) => Arc::new(BlockKernel::linear_bits(l, 4)?),
+            HookableLayer::Conv2d(c) => Arc::new(BlockKernel::conv2d_bits(c, 4)?),
+        },
+        (LayerScheme::Int8WeightOnly, l) => match l {
+            HookableLayer::Linear(l) => Arc::new(BlockKernel::linear_bits(l, 8)?),
+            HookableLayer::Conv2d(c) => Arc::new(BlockKernel::conv2d_bits(c, 8)?),
         },
     };
     Ok(Some(k))

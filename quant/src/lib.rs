@@ -18,5 +18,5 @@ pub use flow::{
     QuantReport,
 };
 pub use observer::*;
-pub use qmodules::{ActivationQuant, Int4Kernel, QConv2dKernel, QLinearKernel};
+pub use qmodules::{ActivationQuant, BlockKernel, Int4Kernel, QConv2dKernel, QLinearKernel};
 pub use scheme::*;

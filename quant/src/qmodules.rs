@@ -9,8 +9,8 @@ use anneal_tensor::{Error, Result, Tensor};
 use rayon::prelude::*;
 
 use crate::kernels::{
-    choose_qparams_u8, gemm_u8i8_f32, linear_dynamic_int8, matmul_q4_0,
-    quantize_weights_i8_per_channel, AffineU8, PackedWeightsI8, Q4Matrix, Requant,
+    choose_qparams_u8, gemm_u8i8_f32, linear_dynamic_int8, matmul_q4_0, matmul_q8_0,
+    quantize_weights_i8_per_channel, AffineU8, PackedWeightsI8, Q4Matrix, Q8Matrix, Requant,
 };
 
 /// How a quantised layer gets its activation quantisation parameters.
@@ -381,23 +381,68 @@ impl InferenceKernel<f32> for QConv2dKernel {
     }
 }
 
-/// Weight-only 4-bit execution (Q4_0 blocks of 32 with one f32 scale):
-/// Linear runs the Q4_0 matmul kernel directly; Conv2d dequantises its
-/// weight and convolves in f32.
-pub struct Int4Kernel {
-    w: Q4Matrix,
+/// Block-quantised weights as GGML stores them.
+enum BlockWeights {
+    /// 4-bit codes in blocks of 32, one f32 scale per block.
+    Q4(Q4Matrix),
+    /// 8-bit codes in blocks of 32, one f32 scale per block.
+    Q8(Q8Matrix),
+}
+
+impl BlockWeights {
+    fn dequantize(&self) -> Vec<f32> {
+        match self {
+            BlockWeights::Q4(w) => w.dequantize(),
+            BlockWeights::Q8(w) => w.dequantize(),
+        }
+    }
+
+    fn size_bytes(&self) -> usize {
+        match self {
+            BlockWeights::Q4(w) => w.size_bytes(),
+            BlockWeights::Q8(w) => w.size_bytes(),
+        }
+    }
+
+    fn matmul(&self, x: &[f32], out: &mut [f32]) -> Result<()> {
+        match self {
+            BlockWeights::Q4(w) => matmul_q4_0(x, w, out),
+            BlockWeights::Q8(w) => matmul_q8_0(x, w, out),
+        }
+    }
+}
+
+/// Weight-only block quantisation (GGML's Q4_0 or Q8_0: blocks of 32 with
+/// one f32 scale each), f32 activations: Linear runs the block matmul
+/// kernel directly; Conv2d dequantises its weight and convolves in f32.
+pub struct BlockKernel {
+    w: BlockWeights,
     bias: Option<Vec<f32>>,
     conv: Option<(ConvGeom, Vec<usize>)>,
     n: usize,
     k: usize,
 }
 
-impl Int4Kernel {
-    /// For a Linear layer.
-    pub fn linear(layer: &Linear<f32>) -> Result<Self> {
+/// The 4-bit weight-only kernel (Q4_0).
+pub type Int4Kernel = BlockKernel;
+
+impl BlockKernel {
+    fn quantize(w: &[f32], n: usize, k: usize, bits: u32) -> Result<BlockWeights> {
+        match bits {
+            4 => Ok(BlockWeights::Q4(Q4Matrix::quantize(w, n, k)?)),
+            8 => Ok(BlockWeights::Q8(Q8Matrix::quantize(w, n, k)?)),
+            b => Err(Error::invalid(
+                "BlockKernel",
+                format!("{b}-bit blocks are not supported (4 or 8)"),
+            )),
+        }
+    }
+
+    /// For a Linear layer, with 4- or 8-bit blocks.
+    pub fn linear_bits(layer: &Linear<f32>, bits: u32) -> Result<Self> {
         let (n, k) = (layer.weight.shape()[0], layer.weight.shape()[1]);
-        Ok(Int4Kernel {
-            w: Q4Matrix::quantize(layer.weight.value().as_slice(), n, k)?,
+        Ok(BlockKernel {
+            w: Self::quantize(layer.weight.value().as_slice(), n, k, bits)?,
             bias: layer.bias.as_ref().map(|b| b.value().to_vec()),
             conv: None,
             n,
@@ -405,34 +450,44 @@ impl Int4Kernel {
         })
     }
 
-    /// For a Conv2d layer (weight rows `[out, in/groups·kh·kw]`).
-    pub fn conv2d(layer: &Conv2d<f32>) -> Result<Self> {
+    /// For a Conv2d layer (weight rows `[out, in/groups·kh·kw]`), with 4- or 8-bit blocks.
+    pub fn conv2d_bits(layer: &Conv2d<f32>, bits: u32) -> Result<Self> {
         let s = layer.weight.shape().to_vec();
         let (n, k) = (s[0], s[1] * s[2] * s[3]);
-        Ok(Int4Kernel {
-            w: Q4Matrix::quantize(layer.weight.value().as_slice(), n, k)?,
+        Ok(BlockKernel {
+            w: Self::quantize(layer.weight.value().as_slice(), n, k, bits)?,
             bias: layer.bias.as_ref().map(|b| b.value().to_vec()),
             conv: Some((conv_geom(layer), s)),
             n,
             k,
         })
     }
+
+    /// Q4_0 for a Linear layer.
+    pub fn linear(layer: &Linear<f32>) -> Result<Self> {
+        Self::linear_bits(layer, 4)
+    }
+
+    /// Q4_0 for a Conv2d layer.
+    pub fn conv2d(layer: &Conv2d<f32>) -> Result<Self> {
+        Self::conv2d_bits(layer, 4)
+    }
 }
 
-impl InferenceKernel<f32> for Int4Kernel {
+impl InferenceKernel<f32> for BlockKernel {
     fn forward(&self, x: &Tensor<f32>) -> Result<Tensor<f32>> {
         match &self.conv {
             None => {
                 if x.rank() == 0 || x.shape()[x.rank() - 1] != self.k {
                     return Err(Error::shape(
-                        "Int4Linear",
+                        "BlockLinear",
                         &[x.shape()],
                         format!("expected input [.., {}]", self.k),
                     ));
                 }
                 let rows = x.numel() / self.k;
                 let mut out = vec![0f32; rows * self.n];
-                matmul_q4_0(x.as_slice(), &self.w, &mut out)?;
+                self.w.matmul(x.as_slice(), &mut out)?;
                 if let Some(b) = &self.bias {
                     for row in out.chunks_mut(self.n) {
                         row.iter_mut().zip(b).for_each(|(o, b)| *o += b);
@@ -449,7 +504,8 @@ impl InferenceKernel<f32> for Int4Kernel {
                     Some(b) => Some(Tensor::from_slice(b, &[b.len()])?),
                     None => None,
                 };
-                let xp = if g.pads[0] != g.pads[2] || g.pads[1] != g.pads[3] {
+                let asym = g.pads[0] != g.pads[2] || g.pads[1] != g.pads[3];
+                let xp = if asym {
                     x.pad(
                         &[
                             (0, 0),
@@ -462,11 +518,7 @@ impl InferenceKernel<f32> for Int4Kernel {
                 } else {
                     x.clone()
                 };
-                let sym = if g.pads[0] != g.pads[2] || g.pads[1] != g.pads[3] {
-                    [0, 0]
-                } else {
-                    [g.pads[0], g.pads[1]]
-                };
+                let sym = if asym { [0, 0] } else { [g.pads[0], g.pads[1]] };
                 xp.conv2d(
                     &w,
                     b.as_ref(),
@@ -482,7 +534,10 @@ impl InferenceKernel<f32> for Int4Kernel {
     }
 
     fn describe(&self) -> String {
-        "int4 weight-only (Q4_0 blocks of 32)".into()
+        match self.w {
+            BlockWeights::Q4(_) => "int4 weight-only (Q4_0 blocks of 32)".into(),
+            BlockWeights::Q8(_) => "int8 weight-only (Q8_0 blocks of 32)".into(),
+        }
     }
 
     fn weight_bytes(&self) -> usize {

@@ -90,6 +90,16 @@ fn ptq_int4_and_qat_keep_accuracy() {
     );
     anneal_quant::dequantize(&mut model);
 
+    let q8 = QuantConfig::uniform(LayerScheme::Int8WeightOnly);
+    quantize_weights(&mut model, &q8, &calibration(&tr)).unwrap();
+    let (_, q8_acc) = evaluate(&model, &te, 256).unwrap();
+    assert!(
+        float_acc - q8_acc <= 0.01,
+        "Q8_0 lost {:.2} points",
+        (float_acc - q8_acc) * 100.0
+    );
+    anneal_quant::dequantize(&mut model);
+
     // QAT: fine-tune two epochs with fake quantisation, then convert.
     let cfg = QuantConfig::uniform(LayerScheme::Int8 {
         per_channel: false,
