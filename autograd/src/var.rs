@@ -116,6 +116,21 @@ impl<T: Element> Var<T> {
         Self::make(value, true, op, parents, Some(Box::new(backward)), None)
     }
 
+    /// Records a user-defined differentiable op: `value` computed from
+    /// `parents`, and `backward(grad_output, needs_grad)` returning one
+    /// optional gradient per parent (same order and shapes). This is how
+    /// crates built on autograd add ops (e.g. fake quantisation with a
+    /// straight-through estimator). Nothing is recorded under `no_grad` or
+    /// when no parent needs a gradient.
+    pub fn custom(
+        op: &'static str,
+        value: Tensor<T>,
+        parents: &[&Var<T>],
+        backward: impl Fn(&Tensor<T>, &[bool]) -> Result<Vec<Option<Tensor<T>>>> + Send + Sync + 'static,
+    ) -> Self {
+        Self::from_op(op, value, parents, backward)
+    }
+
     /// The value.
     pub fn value(&self) -> &Tensor<T> {
         &self.node.value

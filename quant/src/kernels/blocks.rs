@@ -11,7 +11,7 @@
 use anneal_tensor::{Error, Result};
 use rayon::prelude::*;
 
-use super::{len_error, SendPtr};
+use super::{holds, len_error, SendPtr};
 
 /// Weights per block.
 pub const QK: usize = 32;
@@ -169,7 +169,7 @@ fn for_each_block(
             format!("weight shape [{rows}, {cols}] must be non-empty"),
         ));
     }
-    if w.len() != rows * cols {
+    if !holds(w.len(), rows, cols) {
         return Err(len_error(op, "w", &[rows, cols], w.len()));
     }
     if let Some(i) = w.iter().position(|v| !v.is_finite()) {
@@ -193,7 +193,7 @@ fn for_each_block(
 ///
 /// # Layout
 /// Row `r` has `nb = ⌈cols/32⌉` blocks (the last zero-padded). Rows are
-/// interleaved in groups of [`IL`] = 8 so that the kernels read one stream:
+/// interleaved in groups of 8 so that the kernels read one stream:
 /// block `b` of row `r` is slot `s = ((r/8)·nb + b)·8 + r%8`, with scale
 /// `d[s]` and codes `qs[16s..16s+16]` in [`BlockQ4_0`]'s nibble order.
 /// `rows` is padded to a multiple of 8 with all-zero rows.
@@ -504,10 +504,10 @@ fn product(
 ) -> Result<()> {
     let path = path.check(op)?;
     let (n, k) = (w.rows(), w.cols());
-    if x.len() != m * k {
+    if !holds(x.len(), m, k) {
         return Err(len_error(op, "x", &[m, k], x.len()));
     }
-    if out.len() != m * n {
+    if !holds(out.len(), m, n) {
         return Err(len_error(op, "out", &[m, n], out.len()));
     }
     if m == 0 {

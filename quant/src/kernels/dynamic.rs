@@ -7,7 +7,7 @@ use super::gemm::{run, Epi, Sink, SinkKind, SCRATCH_A};
 use super::pack::PackedWeightsI8;
 use super::quantize::{quantize_with, tensor_qparams};
 use super::requant::Requant;
-use super::{len_error, KernelPath, SendPtr};
+use super::{holds, len_error, KernelPath, SendPtr};
 
 /// `out = x·Wᵀ + bias` with int8 arithmetic, as PyTorch's dynamically
 /// quantised `Linear` (`torch.ao.nn.quantized.dynamic.Linear`):
@@ -18,11 +18,13 @@ use super::{len_error, KernelPath, SendPtr};
 /// 3. `out[m,n] = f32(C[m,n] − z_a·rowsum[n]) · (s_a·s_w[n]) + bias[n]`.
 ///
 /// Steps 2–3 are fused (step 3 runs on the accumulators in registers), and
-/// step 1 writes to a reused per-thread buffer, so no call allocates.
+/// step 1 writes to a per-thread buffer that is reused, so calls do not
+/// allocate once it has grown to the largest `M × K` seen.
 ///
 /// # Error bound
 /// With `W[n,k] = s_w[n]·q[n,k] + δw`, `|δw| ≤ s_w/2`, and
-/// `x = s_a·(A − z_a) + δa`, `|δa| ≤ s_a/2`, the integer part is exact and
+/// `x = s_a·(A − z_a) + δa`, `|δa| ≤ s_a/2`, the integer part is exact,
+/// `x·W − s_a·s_w·Σ_k (A − z_a)·q = Σ_k (x·δw + δa·W − δa·δw)`, and so
 /// ```text
 /// |out − (x·Wᵀ + b)| ≤ Σ_k (|W[n,k]|·s_a/2 + |x[m,k]|·s_w[n]/2 + s_a·s_w[n]/4)
 ///                      + f32 rounding of step 3 (≈ 2⁻²³·|out − b| + ulp(out))
@@ -66,7 +68,7 @@ pub fn linear_dynamic_int8_with(
         ));
     }
     let m = x.len() / k;
-    if out.len() != m * n {
+    if !holds(out.len(), m, n) {
         return Err(len_error(op, "out", &[m, n], out.len()));
     }
     let input = tensor_qparams(op, x)?;

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use super::pack::{PackedWeightsI8, KG, NB};
 use super::requant::{quant_one_u8, requant_one_f32, AffineU8, Requant};
-use super::{len_error, KernelPath, SendPtr};
+use super::{holds, len_error, KernelPath, SendPtr};
 
 /// Problems with fewer multiply-adds than this run on the calling thread.
 const PAR_WORK: usize = 1 << 21;
@@ -142,7 +142,7 @@ fn check_shapes(op: &'static str, a: usize, out: usize, packed: &PackedWeightsI8
         ));
     }
     let m = a / k;
-    if out != m * n {
+    if !holds(out, m, n) {
         return Err(len_error(op, "out", &[m, n], out));
     }
     Ok(m)

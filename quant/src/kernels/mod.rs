@@ -199,9 +199,17 @@ pub(crate) fn features() -> Features {
     })
 }
 
+/// Whether a buffer of `len` elements holds exactly `a × b` (no overflow).
+pub(crate) fn holds(len: usize, a: usize, b: usize) -> bool {
+    a.checked_mul(b) == Some(len)
+}
+
 /// An error for a buffer whose length does not match its shape.
 pub(crate) fn len_error(op: &'static str, what: &str, shape: &[usize], got: usize) -> Error {
-    let expected: usize = shape.iter().product();
+    let expected = shape
+        .iter()
+        .try_fold(1usize, |p, &d| p.checked_mul(d))
+        .map_or_else(|| "more than usize::MAX".to_string(), |e| e.to_string());
     Error::invalid(
         op,
         format!(

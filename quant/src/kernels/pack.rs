@@ -3,7 +3,7 @@
 
 use anneal_tensor::{Error, Result};
 
-use super::len_error;
+use super::{holds, len_error};
 
 /// Output channels per packed block: one 512-bit register of i32 sums.
 pub(crate) const NB: usize = 16;
@@ -45,7 +45,7 @@ impl PackedWeightsI8 {
     pub fn pack(w: &[i8], n: usize, k: usize) -> Result<Self> {
         let op = "PackedWeightsI8::pack";
         check_nk(op, n, k)?;
-        if w.len() != n * k {
+        if !holds(w.len(), n, k) {
             return Err(len_error(op, "w", &[n, k], w.len()));
         }
         let groups = k.div_ceil(KG);
@@ -166,7 +166,7 @@ pub fn quantize_weights_i8_per_channel(
             format!("weight shape [{n}, {k}] must have n ≥ 1 and k ≥ 1"),
         ));
     }
-    if w.len() != n * k {
+    if !holds(w.len(), n, k) {
         return Err(len_error(op, "w", &[n, k], w.len()));
     }
     if let Some(i) = w.iter().position(|v| !v.is_finite()) {
