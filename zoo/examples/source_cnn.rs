@@ -24,7 +24,11 @@ type Res<T> = Result<T, Box<dyn std::error::Error>>;
 /// conv 3×3 (padding 1, so 8×8 stays 8×8) → BatchNorm → ReLU.
 fn conv_layer(c_in: usize, c_out: usize, rng: &mut StdRng) -> Res<Sequential> {
     Ok(Sequential::new()
-        .push(Conv2dConfig::new(c_in, c_out, 3).with_padding(1).init(rng)?)
+        .push(
+            Conv2dConfig::new(c_in, c_out, 3)
+                .with_padding(1)
+                .init(rng)?,
+        )
         .push(BatchNormConfig::new(c_out).init()?)
         .push(Relu))
 }
@@ -52,7 +56,8 @@ fn main() -> Res<()> {
         .push(fc_layer(512, 10, false, &mut rng)?); // → [N, 10] logits
 
     // Parameter names are PyTorch's `named_parameters()` names for the same
-    // nesting: `<block>.<layer>.weight`.
+    // nesting: `<block>.<layer>.weight`. (BatchNorm's running mean and
+    // variance are buffers, not parameters; `Module::visit` lists them too.)
     println!("{:<12} {:>16} {:>10}", "parameter", "shape", "count");
     for (name, p) in model.named_parameters() {
         let n = p.value().numel();

@@ -321,7 +321,11 @@ fn run_training(a: &TrainArgs, progress: bool) -> Result<Trained> {
 
 fn cmd_train(a: &TrainArgs) -> Result<()> {
     let (lr, epochs) = validate(a)?;
-    println!("anneal train: {} on the UCI digits (1,437 train / 360 test images), {:?} lr {lr}, {epochs} epochs, seed {}", a.model, a.optimizer, a.seed);
+    let (train_n, test_n) = {
+        let (tr, te) = digits_split()?;
+        (tr.len(), te.len())
+    };
+    println!("anneal train: {} on the UCI digits ({train_n} train / {test_n} test images), {:?} lr {lr}, {epochs} epochs, seed {}", a.model, a.optimizer, a.seed);
     let t = run_training(a, true)?;
     println!(
         "{:>5} {:>11} {:>10} {:>10} {:>9} {:>10}",
