@@ -159,6 +159,12 @@ impl Element for f32 {
         rsc: isize,
         csc: isize,
     ) {
+        if m == 1 && csc == 1 && beta == 0.0 {
+            // A row vector times a matrix: packing would cost more than the product.
+            // SAFETY: forwarded contract.
+            unsafe { crate::matmul::gemv_row(k, n, alpha, a, csa, b, rsb, csb, c) };
+            return;
+        }
         #[cfg(target_arch = "x86_64")]
         if csc == 1 && crate::gemm_avx512::available() {
             // SAFETY: forwarded contract; the CPU supports AVX-512F.

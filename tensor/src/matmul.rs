@@ -133,6 +133,70 @@ pub(crate) unsafe fn gemm_parallel<T: Element>(
     }
 }
 
+/// `c[0..n] = alpha · a·B` for one row `a` (length `k`, stride `csa`) and
+/// `B` `k×n`: dot products when B's columns are contiguous (`rsb == 1`, as
+/// for `x·Wᵀ`), otherwise row-wise `axpy`s. Fixed summation order.
+///
+/// # Safety
+/// The strided buffers must be valid for the given sizes; `c` holds `n`
+/// writable elements and does not alias `a` or `b`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemv_row<T: Element>(
+    k: usize,
+    n: usize,
+    alpha: T,
+    a: *const T,
+    csa: isize,
+    b: *const T,
+    rsb: isize,
+    csb: isize,
+    c: *mut T,
+) {
+    // SAFETY: the caller guarantees the extents.
+    unsafe {
+        let out = std::slice::from_raw_parts_mut(c, n);
+        let av: Vec<T> = (0..k).map(|p| *a.offset(p as isize * csa)).collect();
+        if rsb == 1 {
+            for (j, o) in out.iter_mut().enumerate() {
+                let col = std::slice::from_raw_parts(b.offset(j as isize * csb), k);
+                // Eight partial sums: vectorisable and in a fixed order.
+                let mut acc = [T::zero(); 8];
+                let chunks = col.chunks_exact(8);
+                let rest = chunks.remainder();
+                for (cb, ab) in chunks.zip(av.chunks_exact(8)) {
+                    for i in 0..8 {
+                        acc[i] += cb[i] * ab[i];
+                    }
+                }
+                let mut s = ((acc[0] + acc[4]) + (acc[2] + acc[6]))
+                    + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+                for (x, y) in rest.iter().zip(&av[k - rest.len()..]) {
+                    s += *x * *y;
+                }
+                *o = alpha * s;
+            }
+        } else {
+            out.fill(T::zero());
+            for (p, &ap) in av.iter().enumerate() {
+                let row = b.offset(p as isize * rsb);
+                if csb == 1 {
+                    let r = std::slice::from_raw_parts(row, n);
+                    for (o, &x) in out.iter_mut().zip(r) {
+                        *o += ap * x;
+                    }
+                } else {
+                    for (j, o) in out.iter_mut().enumerate() {
+                        *o += ap * *row.offset(j as isize * csb);
+                    }
+                }
+            }
+            if alpha != T::one() {
+                out.iter_mut().for_each(|o| *o *= alpha);
+            }
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 struct SendPtr<T>(*mut T);
 // SAFETY: used only to hand disjoint regions of one buffer to worker threads.

@@ -88,6 +88,7 @@ fn help_for_every_command() {
         vec!["eval", "--help"],
         vec!["quantize", "--help"],
         vec!["compare", "--help"],
+        vec!["bench", "--help"],
     ] {
         let (ok, stdout, _) = anneal(&cmd);
         assert!(ok && stdout.contains("Usage"), "{cmd:?}");
@@ -112,6 +113,7 @@ fn bad_arguments_give_one_clear_line() {
         ),
         (&["train", "--batch-size", "abc"], "invalid value"),
         (&["frobnicate"], "unrecognized subcommand"),
+        (&["bench", "--threads", "0"], "--threads"),
     ];
     for (args, needle) in cases {
         let (ok, _, stderr) = anneal(args);

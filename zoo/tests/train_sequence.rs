@@ -127,3 +127,22 @@ fn tiny_lm_learns_to_reverse() {
     let acc = total / 4.0;
     assert!(acc >= 0.99, "TinyLm per-token accuracy on reverse {acc}");
 }
+
+#[test]
+fn tiny_lm_generates_from_a_prompt() {
+    use rand::SeedableRng;
+    let lm = TinyLmConfig::default().init::<f32>().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let greedy = lm.generate(&[1, 2, 3], 5, 0.0, &mut rng).unwrap();
+    assert_eq!(greedy.len(), 8);
+    assert_eq!(&greedy[..3], &[1, 2, 3]);
+    assert_eq!(
+        greedy,
+        lm.generate(&[1, 2, 3], 5, 0.0, &mut rng).unwrap(),
+        "greedy decoding is deterministic"
+    );
+    let sampled = lm.generate(&[1], 40, 1.0, &mut rng).unwrap();
+    assert!(sampled.iter().all(|&t| t < 12));
+    assert!(lm.generate(&[], 1, 0.0, &mut rng).is_err());
+    assert!(lm.generate(&[1], 1, -1.0, &mut rng).is_err());
+}
