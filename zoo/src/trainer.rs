@@ -8,8 +8,7 @@ use std::time::Instant;
 use anneal_autograd::{no_grad, Var};
 use anneal_layers::{cross_entropy, mix_seed, CrossEntropyOptions, Module, ModuleExt, Reduction};
 use anneal_optim::{
-    clip_grad_norm, l1_penalty, l2_penalty, Decision, EarlyStopping, LrSchedule, Mode, Optimizer,
-    OptimizerState, ParamFilter,
+    clip_grad_norm, l1_penalty, l2_penalty, LrSchedule, Optimizer, OptimizerState, ParamFilter,
 };
 use anneal_tensor::Tensor;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -294,10 +293,6 @@ where
         best_epoch: st.best_epoch,
         ..Default::default()
     };
-    let mut stopper = match cfg.early_stopping_patience {
-        Some(p) => Some(EarlyStopping::new(p, 0.0, Mode::Min)?),
-        None => None,
-    };
     let filter = ParamFilter::no_bias_or_norm();
     let batches_per_epoch = train.len().div_ceil(cfg.batch_size);
     let bar = if cfg.progress {
@@ -410,18 +405,14 @@ where
             history.best_epoch = Some(epoch);
         }
         st.next_epoch = epoch + 1;
-        let stop = match stopper.as_mut() {
-            Some(s) => {
-                // Replay the persisted counter so resumed runs stop at the same epoch.
-                let d = s.update(eval_loss);
-                st.bad_epochs = if improved { 0 } else { st.bad_epochs + 1 };
-                d == Decision::Stop
-                    || cfg
-                        .early_stopping_patience
-                        .is_some_and(|p| st.bad_epochs > p)
-            }
-            None => false,
-        };
+        // Early stopping as Keras/Lightning's EarlyStopping(min_delta = 0):
+        // stop after `patience` epochs without a lower evaluation loss, or on
+        // a non-finite one. The counter lives in the checkpointed trainer
+        // state, so a resumed run stops at the same epoch.
+        st.bad_epochs = if improved { 0 } else { st.bad_epochs + 1 };
+        let stop = cfg
+            .early_stopping_patience
+            .is_some_and(|p| st.bad_epochs >= p || !eval_loss.is_finite());
         if let Some(dir) = &cfg.checkpoint_dir {
             if improved {
                 save_checkpoint(dir, "best", model, opt, &st)?;
