@@ -6,7 +6,9 @@ use rand::Rng;
 
 use crate::hooks::{HookableLayer, LayerHooks};
 use crate::init;
-use crate::module::{expect_rank, join, Entry, EntryMut, Module};
+use crate::module::{
+    expect_rank, visit_weight_bias, visit_weight_bias_mut, Entry, EntryMut, Module,
+};
 
 /// Configuration of a [`Linear`] layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,16 +119,10 @@ impl<T: Element> Module<T> for Linear<T> {
     }
 
     fn visit<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(&str, Entry<'a, T>)) {
-        f(&join(prefix, "weight"), Entry::Param(&self.weight));
-        if let Some(b) = &self.bias {
-            f(&join(prefix, "bias"), Entry::Param(b));
-        }
+        visit_weight_bias(prefix, &self.weight, self.bias.as_ref(), f);
     }
 
     fn visit_mut<'a>(&'a mut self, prefix: &str, f: &mut dyn FnMut(&str, EntryMut<'a, T>)) {
-        f(&join(prefix, "weight"), EntryMut::Param(&mut self.weight));
-        if let Some(b) = &mut self.bias {
-            f(&join(prefix, "bias"), EntryMut::Param(b));
-        }
+        visit_weight_bias_mut(prefix, &mut self.weight, self.bias.as_mut(), f);
     }
 }

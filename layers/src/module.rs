@@ -174,3 +174,30 @@ pub(crate) fn expect_rank<T: Element>(
     }
     Ok(())
 }
+
+/// Visits `weight` and an optional `bias` under `prefix` (the pair every
+/// affine layer has).
+pub(crate) fn visit_weight_bias<'a, T: Element>(
+    prefix: &str,
+    weight: &'a Param<T>,
+    bias: Option<&'a Param<T>>,
+    f: &mut dyn FnMut(&str, Entry<'a, T>),
+) {
+    f(&join(prefix, "weight"), Entry::Param(weight));
+    if let Some(b) = bias {
+        f(&join(prefix, "bias"), Entry::Param(b));
+    }
+}
+
+/// Mutable twin of [`visit_weight_bias`].
+pub(crate) fn visit_weight_bias_mut<'a, T: Element>(
+    prefix: &str,
+    weight: &'a mut Param<T>,
+    bias: Option<&'a mut Param<T>>,
+    f: &mut dyn FnMut(&str, EntryMut<'a, T>),
+) {
+    f(&join(prefix, "weight"), EntryMut::Param(weight));
+    if let Some(b) = bias {
+        f(&join(prefix, "bias"), EntryMut::Param(b));
+    }
+}
