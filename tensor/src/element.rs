@@ -94,6 +94,32 @@ pub trait Element: Scalar + Float + FromPrimitive + NumAssign + Sum + PartialOrd
         csc: isize,
     );
 
+    /// A multi-threaded GEMM over rayon's pool for large products with a
+    /// row-major output (`C[i, j]` at `c + i·rsc + j`); returns `false` when
+    /// the type has none, so the caller splits the work itself.
+    ///
+    /// # Safety
+    /// As [`Element::gemm_raw`].
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm_threaded(
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: Self,
+        a: *const Self,
+        rsa: isize,
+        csa: isize,
+        b: *const Self,
+        rsb: isize,
+        csb: isize,
+        beta: Self,
+        c: *mut Self,
+        rsc: isize,
+    ) -> bool {
+        let _ = (m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc);
+        false
+    }
+
     /// Runs `f` with a per-thread scratch buffer of at least `len` elements
     /// whose contents are unspecified. The buffer is reused across calls so
     /// that kernels such as im2col do not allocate on every call.
@@ -177,6 +203,34 @@ impl Element for f32 {
         unsafe {
             matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
         }
+    }
+    unsafe fn gemm_threaded(
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: Self,
+        a: *const Self,
+        rsa: isize,
+        csa: isize,
+        b: *const Self,
+        rsb: isize,
+        csb: isize,
+        beta: Self,
+        c: *mut Self,
+        rsc: isize,
+    ) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if crate::gemm_avx512::available() && m >= 2 * crate::gemm_avx512::ROW_BLOCK {
+            // SAFETY: forwarded contract; the CPU supports AVX-512F.
+            unsafe {
+                crate::gemm_avx512::sgemm_threaded(
+                    m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc,
+                )
+            };
+            return true;
+        }
+        let _ = (m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc);
+        false
     }
     fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [Self]) -> R) -> R {
         scratch(&SCRATCH_F32, len, f)

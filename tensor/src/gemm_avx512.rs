@@ -13,6 +13,8 @@
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
+use rayon::prelude::*;
+
 const MR: usize = 12;
 const NR: usize = 32;
 const KC: usize = 256;
@@ -102,6 +104,103 @@ pub(crate) unsafe fn sgemm(
     PACK_A.with(|p| *p.borrow_mut() = pa);
     PACK_B.with(|p| *p.borrow_mut() = pb);
 }
+
+/// A raw output pointer handed to workers that write disjoint rows.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: each worker writes only the rows of its own `MC` block.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+/// [`sgemm`] on rayon's pool: each `KC × NC` panel of B is packed once and
+/// shared, and the `MC`-row blocks of A and C are spread over the threads.
+/// Every element is accumulated in the same order as in [`sgemm`], so the
+/// result is bit-identical to it.
+///
+/// # Safety
+/// As [`sgemm`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn sgemm_threaded(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: *const f32,
+    rsa: isize,
+    csa: isize,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    beta: f32,
+    c: *mut f32,
+    rsc: isize,
+) {
+    if m == 0 || n == 0 || k == 0 || alpha == 0.0 {
+        sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc);
+        return;
+    }
+    let mut pb = PACK_B.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    pb.resize(NC.div_ceil(NR) * NR * KC, 0.0);
+    let (ap, out) = (OutPtr(a as *mut f32), OutPtr(c));
+    for jc in (0..n).step_by(NC) {
+        let nc = NC.min(n - jc);
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            pack_b(
+                kc,
+                nc,
+                b.offset(pc as isize * rsb + jc as isize * csb),
+                rsb,
+                csb,
+                &mut pb,
+            );
+            let beta_here = if pc == 0 { beta } else { 1.0 };
+            let pbr = &pb;
+            (0..m.div_ceil(MC)).into_par_iter().for_each(|blk| {
+                let (ap, out) = (ap, out);
+                let ic = blk * MC;
+                let mc = MC.min(m - ic);
+                let mut pa = PACK_A.with(|p| std::mem::take(&mut *p.borrow_mut()));
+                pa.resize(MC.div_ceil(MR) * MR * KC, 0.0);
+                // SAFETY: rows ic..ic+mc of A and C belong to this block only.
+                unsafe {
+                    pack_a(
+                        mc,
+                        kc,
+                        (ap.0 as *const f32).offset(ic as isize * rsa + pc as isize * csa),
+                        rsa,
+                        csa,
+                        &mut pa,
+                    );
+                    for jr in (0..nc).step_by(NR) {
+                        let nr = NR.min(nc - jr);
+                        let bp = pbr.as_ptr().add(jr * kc);
+                        for ir in (0..mc).step_by(MR) {
+                            let mr = MR.min(mc - ir);
+                            let cp = out.0.offset((ic + ir) as isize * rsc + (jc + jr) as isize);
+                            kernel_12x32(
+                                kc,
+                                pa.as_ptr().add(ir * kc),
+                                bp,
+                                cp,
+                                rsc,
+                                alpha,
+                                beta_here,
+                                mr,
+                                nr,
+                            );
+                        }
+                    }
+                }
+                PACK_A.with(|p| *p.borrow_mut() = pa);
+            });
+        }
+    }
+    PACK_B.with(|p| *p.borrow_mut() = pb);
+}
+
+/// Rows of A per parallel block: the threaded path needs at least two.
+pub(crate) const ROW_BLOCK: usize = MC;
 
 unsafe fn scale_c(m: usize, n: usize, beta: f32, c: *mut f32, rsc: isize) {
     for i in 0..m {

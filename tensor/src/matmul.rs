@@ -74,6 +74,26 @@ pub(crate) unsafe fn gemm_parallel<T: Element>(
         };
         return;
     }
+    // SAFETY: forwarded; `c` is m×n row-major.
+    if unsafe {
+        T::gemm_threaded(
+            m,
+            k,
+            n,
+            alpha,
+            a.ptr,
+            a.rs,
+            a.cs,
+            b.ptr,
+            b.rs,
+            b.cs,
+            beta,
+            c.as_mut_ptr(),
+            n as isize,
+        )
+    } {
+        return;
+    }
     if n >= m {
         // Split the columns of C into one block per thread (a multiple of 16).
         let nb = n.div_ceil(threads).next_multiple_of(16);
