@@ -54,55 +54,9 @@ pub(crate) unsafe fn sgemm(
     c: *mut f32,
     rsc: isize,
 ) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 || alpha == 0.0 {
-        scale_c(m, n, beta, c, rsc);
-        return;
-    }
-    let mut pa = PACK_A.with(|p| std::mem::take(&mut *p.borrow_mut()));
-    let mut pb = PACK_B.with(|p| std::mem::take(&mut *p.borrow_mut()));
-    pa.resize(MC.div_ceil(MR) * MR * KC, 0.0);
-    pb.resize(NC.div_ceil(NR) * NR * KC, 0.0);
-    for jc in (0..n).step_by(NC) {
-        let nc = NC.min(n - jc);
-        for pc in (0..k).step_by(KC) {
-            let kc = KC.min(k - pc);
-            pack_b(
-                kc,
-                nc,
-                b.offset(pc as isize * rsb + jc as isize * csb),
-                rsb,
-                csb,
-                &mut pb,
-            );
-            let beta_here = if pc == 0 { beta } else { 1.0 };
-            for ic in (0..m).step_by(MC) {
-                let mc = MC.min(m - ic);
-                pack_a(
-                    mc,
-                    kc,
-                    a.offset(ic as isize * rsa + pc as isize * csa),
-                    rsa,
-                    csa,
-                    &mut pa,
-                );
-                for jr in (0..nc).step_by(NR) {
-                    let nr = NR.min(nc - jr);
-                    let bp = pb.as_ptr().add(jr * kc);
-                    for ir in (0..mc).step_by(MR) {
-                        let mr = MR.min(mc - ir);
-                        let ap = pa.as_ptr().add(ir * kc);
-                        let cp = c.offset((ic + ir) as isize * rsc + (jc + jr) as isize);
-                        kernel_12x32(kc, ap, bp, cp, rsc, alpha, beta_here, mr, nr);
-                    }
-                }
-            }
-        }
-    }
-    PACK_A.with(|p| *p.borrow_mut() = pa);
-    PACK_B.with(|p| *p.borrow_mut() = pb);
+    drive(
+        m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, false,
+    );
 }
 
 /// A raw output pointer handed to workers that write disjoint rows.
@@ -135,8 +89,37 @@ pub(crate) unsafe fn sgemm_threaded(
     c: *mut f32,
     rsc: isize,
 ) {
-    if m == 0 || n == 0 || k == 0 || alpha == 0.0 {
-        sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc);
+    drive(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, true);
+}
+
+/// The blocked GEMM shared by [`sgemm`] and [`sgemm_threaded`]: each
+/// `KC × NC` panel of B is packed once; the `MC`-row blocks of A and C run in
+/// order, or over rayon's pool when `parallel` (same arithmetic either way).
+///
+/// # Safety
+/// As [`sgemm`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn drive(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: *const f32,
+    rsa: isize,
+    csa: isize,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    beta: f32,
+    c: *mut f32,
+    rsc: isize,
+    parallel: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 || alpha == 0.0 {
+        scale_c(m, n, beta, c, rsc);
         return;
     }
     let mut pb = PACK_B.with(|p| std::mem::take(&mut *p.borrow_mut()));
@@ -156,7 +139,7 @@ pub(crate) unsafe fn sgemm_threaded(
             );
             let beta_here = if pc == 0 { beta } else { 1.0 };
             let pbr = &pb;
-            (0..m.div_ceil(MC)).into_par_iter().for_each(|blk| {
+            let block = |blk: usize| {
                 let (ap, out) = (ap, out);
                 let ic = blk * MC;
                 let mc = MC.min(m - ic);
@@ -193,7 +176,12 @@ pub(crate) unsafe fn sgemm_threaded(
                     }
                 }
                 PACK_A.with(|p| *p.borrow_mut() = pa);
-            });
+            };
+            if parallel {
+                (0..m.div_ceil(MC)).into_par_iter().for_each(block);
+            } else {
+                (0..m.div_ceil(MC)).for_each(block);
+            }
         }
     }
     PACK_B.with(|p| *p.borrow_mut() = pb);
