@@ -66,6 +66,7 @@ mod pool;
 mod reduce;
 mod shape;
 mod shape_ops;
+mod simd_math;
 mod tensor;
 
 pub use conv::{conv_output_size, Conv1dParams, Conv2dParams};

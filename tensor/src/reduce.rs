@@ -382,12 +382,11 @@ impl<T: Element> Tensor<T> {
         Ok(self.along_axis("softmax", a, |row| {
             let m = fold_contiguous(row, Fold::Max);
             let m = if m.is_finite() { m } else { T::zero() };
-            let mut s = T::zero();
             for v in row.iter_mut() {
-                *v = (*v - m).exp();
-                s += *v;
+                *v -= m;
             }
-            let inv = T::one() / s;
+            crate::simd_math::map_in_place(crate::simd_math::Func::Exp, row);
+            let inv = T::one() / fold_contiguous(row, Fold::Sum);
             for v in row.iter_mut() {
                 *v *= inv;
             }
