@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+pub mod autoquant;
 pub mod bench;
 pub mod data;
 mod error;

@@ -76,6 +76,24 @@ struct QuantizeArgs {
     /// One weight scale per output channel (8-bit only).
     #[arg(long)]
     per_channel: bool,
+    /// Accuracy-driven tuning: search each layer's scheme and calibration.
+    #[arg(long, conflicts_with_all = ["config", "method", "bits", "per_channel"])]
+    auto: bool,
+    /// With --auto: allowed accuracy drop, rel:FRACTION or abs:FRACTION.
+    #[arg(long, default_value = "rel:0.01", requires = "auto")]
+    criterion: String,
+    /// With --auto: what to optimise among plans meeting the criterion.
+    #[arg(long, value_enum, default_value_t = anneal_zoo::autoquant::ObjectiveName::Size, requires = "auto")]
+    objective: anneal_zoo::autoquant::ObjectiveName,
+    /// With --auto: most quantised trials to run.
+    #[arg(long, default_value_t = 100, requires = "auto")]
+    budget: usize,
+    /// With --auto: write the chosen plan here (JSON).
+    #[arg(long, requires = "auto")]
+    out: Option<PathBuf>,
+    /// Apply a plan written by --auto --out.
+    #[arg(long, conflicts_with_all = ["method", "bits", "per_channel"])]
+    config: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
@@ -460,6 +478,18 @@ fn quantize_model(
 
 fn cmd_quantize(a: &QuantizeArgs) -> Result<()> {
     check_model(&a.model)?;
+    if a.auto || a.config.is_some() {
+        return anneal_zoo::autoquant::run(&anneal_zoo::autoquant::PlanArgs {
+            model: a.model.clone(),
+            weights: a.weights.clone(),
+            auto: a.auto,
+            criterion: a.criterion.clone(),
+            objective: a.objective,
+            budget: a.budget,
+            out: a.out.clone(),
+            config: a.config.clone(),
+        });
+    }
     if a.bits != 8 && a.bits != 4 {
         return Err(Error::Invalid(format!("--bits {} must be 8 or 4", a.bits)));
     }
