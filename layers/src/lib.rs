@@ -92,6 +92,6 @@ pub use rnn::*;
 pub use sequential::Sequential;
 pub use state_dict::{
     load_safetensors, load_safetensors_bytes, save_safetensors, state_dict, to_safetensors_bytes,
-    write_atomically, LoadReport, StateValue,
+    write_atomically, write_atomically_with, LoadReport, StateValue,
 };
 pub use transformer::*;

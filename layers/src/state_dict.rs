@@ -7,6 +7,7 @@
 //! crash mid-write leaves any previous file intact.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
 use std::path::Path;
 
 use anneal_tensor::{shape_to_string, DType, Element, Error, Result, Tensor};
@@ -83,9 +84,36 @@ pub fn to_safetensors_bytes<T: Element, M: Module<T> + ?Sized>(module: &M) -> Re
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder,
-/// flushed to disk, then renamed over the target.
+/// flushed to disk, then renamed over the target (see [`write_atomically_with`]).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
+    write_atomically_with(path, |f| f.write_all(bytes))
+}
+
+/// Removes the temporary file unless it has been renamed, also when the
+/// writer panics.
+struct TempGuard<'a> {
+    path: &'a Path,
+    armed: bool,
+}
+
+impl Drop for TempGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = std::fs::remove_file(self.path);
+        }
+    }
+}
+
+/// Writes a file atomically with `write`: `write` fills a temporary file in
+/// the same folder, which is flushed to disk and then renamed over `path`.
+/// If `write` fails or panics, or the flush or rename fails, the temporary
+/// file is removed and whatever was at `path` before is left untouched; a
+/// process killed mid-write can leave only the hidden temporary
+/// (`.{name}.tmp-{pid}-{n}`) behind, never a partial file under `path`.
+pub fn write_atomically_with(
+    path: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -99,24 +127,24 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = dir.join(format!(".{file_name}.tmp-{}-{n}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        // Make the rename itself durable where the platform allows it.
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)?;
+    let mut guard = TempGuard {
+        path: &tmp,
+        armed: true,
+    };
+    write(&mut f)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    guard.armed = false;
+    // Make the rename itself durable where the platform allows it.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
     }
-    result
+    Ok(())
 }
 
 /// Saves a module's state dict as a `.safetensors` file (atomically).
@@ -168,6 +196,105 @@ fn decode_int(view: &TensorView<'_>) -> Option<i64> {
     }
 }
 
+/// Checks the layout of a safetensors file before anything is decoded, and
+/// says in words what is wrong: the header length against the file length
+/// (so nothing is sized by an unchecked header), each entry's dtype, shape
+/// and offsets (with checked arithmetic, so a shape whose element count
+/// overflows is an error), and that the tensors tile the data section
+/// exactly: no overlap, no gap, nothing past the end, nothing left over.
+pub(crate) fn check_layout(bytes: &[u8]) -> std::result::Result<(), String> {
+    use serde_json::{Map, Value};
+    let len = bytes.len();
+    let Some(head) = bytes.get(..8) else {
+        return Err(format!(
+            "{len} bytes is too short for a safetensors file (it starts with an 8-byte header length)"
+        ));
+    };
+    let n = u64::from_le_bytes(head.try_into().expect("8 bytes"));
+    let follow = len - 8;
+    if n > follow as u64 {
+        return Err(format!(
+            "truncated or not a safetensors file: the header length field says {n} bytes but only {follow} bytes follow it"
+        ));
+    }
+    let n = n as usize;
+    let header = std::str::from_utf8(&bytes[8..8 + n])
+        .map_err(|e| format!("the {n}-byte header is not UTF-8 text: {e}"))?;
+    let entries: Map<String, Value> = serde_json::from_str(header)
+        .map_err(|e| format!("the {n}-byte header is not a JSON object: {e}"))?;
+    let data_len = follow - n;
+    let mut spans: Vec<(usize, usize, String)> = Vec::with_capacity(entries.len());
+    for (name, value) in entries {
+        if name == "__metadata__" {
+            match &value {
+                Value::Object(m) if m.values().all(Value::is_string) => continue,
+                _ => return Err("`__metadata__` must map names to strings".to_string()),
+            }
+        }
+        let info: safetensors::tensor::TensorInfo =
+            serde_json::from_value(value).map_err(|e| format!("tensor `{name}`: {e}"))?;
+        let shape = shape_to_string(&info.shape);
+        let dtype = info.dtype;
+        let bits = info
+            .shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .and_then(|count| count.checked_mul(dtype.bitsize()))
+            .ok_or_else(|| {
+                format!("tensor `{name}`: shape {shape} of {dtype:?} is too large to address (its size overflows)")
+            })?;
+        if bits % 8 != 0 {
+            return Err(format!(
+                "tensor `{name}`: shape {shape} of {dtype:?} does not fill whole bytes"
+            ));
+        }
+        let (start, end) = info.data_offsets;
+        if end < start {
+            return Err(format!(
+                "tensor `{name}`: data_offsets [{start}, {end}] end before they start"
+            ));
+        }
+        if end - start != bits / 8 {
+            return Err(format!(
+                "tensor `{name}`: shape {shape} of {dtype:?} needs {} bytes but data_offsets [{start}, {end}] span {}",
+                bits / 8,
+                end - start
+            ));
+        }
+        if end > data_len {
+            return Err(format!(
+                "truncated or lying header: tensor `{name}` has data_offsets [{start}, {end}] but the data section holds {data_len} bytes"
+            ));
+        }
+        spans.push((start, end, name));
+    }
+    spans.sort();
+    let mut pos = 0;
+    let mut previous: Option<&str> = None;
+    for (start, end, name) in &spans {
+        if *start < pos {
+            return Err(format!(
+                "tensor `{name}` (data_offsets [{start}, {end}]) overlaps tensor `{}`, which ends at {pos}",
+                previous.unwrap_or_default()
+            ));
+        }
+        if *start > pos {
+            return Err(format!(
+                "data bytes {pos}..{start} (before tensor `{name}`) belong to no tensor"
+            ));
+        }
+        pos = *end;
+        previous = Some(name);
+    }
+    if pos != data_len {
+        return Err(format!(
+            "the data section holds {data_len} bytes but the tensors end at {pos}: {} trailing bytes belong to no tensor",
+            data_len - pos
+        ));
+    }
+    Ok(())
+}
+
 /// Loads a state dict from safetensors bytes. `source` names the file in
 /// errors. In strict mode missing or unexpected names are errors; in either
 /// mode a wrong shape or dtype is an error. Nothing is changed unless every
@@ -179,6 +306,7 @@ pub fn load_safetensors_bytes<T: Element, M: Module<T> + ?Sized>(
     source: &str,
 ) -> Result<LoadReport> {
     let op = "load_state_dict";
+    check_layout(bytes).map_err(|m| Error::invalid(op, format!("{source}: {m}")))?;
     let st = SafeTensors::deserialize(bytes)
         .map_err(|e| Error::invalid(op, format!("{source}: not a valid safetensors file: {e}")))?;
     let file: HashMap<String, TensorView<'_>> = st.tensors().into_iter().collect();
@@ -213,7 +341,7 @@ pub fn load_safetensors_bytes<T: Element, M: Module<T> + ?Sized>(
                     floats.insert(name.clone(), v);
                 } else {
                     problems.push(format!(
-                        "{name}: expected a float tensor but the file has dtype {:?}",
+                        "{name}: expected a float tensor (F32 or F64) but the file has dtype {:?}",
                         view.dtype()
                     ));
                 }
