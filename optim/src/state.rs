@@ -2,10 +2,13 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anneal_tensor::{DType, Element, Error, Result, Tensor};
-use safetensors::{Dtype, SafeTensors, View};
+use safetensors::tensor::Metadata;
+use safetensors::Dtype;
 
 const FORMAT: &str = "anneal-optim-state/1";
 const SAVE_OP: &str = "OptimizerState::save";
@@ -103,6 +106,14 @@ fn bits_equal<T: Element>(a: &[T], b: &[T]) -> bool {
             .all(|(x, y)| x.to_f64_exact().to_bits() == y.to_f64_exact().to_bits())
 }
 
+/// A tensor of a parsed file: dtype, shape and its bytes.
+#[derive(Clone, Copy)]
+struct View<'a> {
+    dtype: Dtype,
+    shape: &'a [usize],
+    data: &'a [u8],
+}
+
 /// Metadata and named tensors, ready for safetensors' serializer.
 type Prepared = (HashMap<String, String>, Vec<(String, Raw)>);
 
@@ -113,7 +124,7 @@ struct Raw {
     data: Vec<u8>,
 }
 
-impl View for &Raw {
+impl safetensors::View for &Raw {
     fn dtype(&self) -> Dtype {
         self.dtype
     }
@@ -211,6 +222,96 @@ fn checksum<'a>(
     format!("{:016x}", h.0)
 }
 
+/// Removes the temporary file unless it has been renamed, also when the
+/// writer panics.
+struct TempGuard<'a> {
+    path: &'a Path,
+    armed: bool,
+}
+
+impl Drop for TempGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = std::fs::remove_file(self.path);
+        }
+    }
+}
+
+/// `write` fills a temporary file beside `path`, which is flushed and renamed
+/// over `path`; on any failure or panic the temporary is removed and `path`
+/// is untouched. (`anneal-layers` has the same writer for state dicts;
+/// `optim` does not depend on `layers`.)
+fn write_atomically_with(
+    path: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // Unique per process and call, so concurrent saves never share it.
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(".{file_name}.tmp-{}-{n}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)?;
+    let mut guard = TempGuard {
+        path: &tmp,
+        armed: true,
+    };
+    write(&mut f)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    guard.armed = false;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Splits a safetensors file into its checked header and its data section.
+///
+/// The header length is checked against the file before the header is
+/// parsed, so nothing is sized by an unchecked field; safetensors' header
+/// validation then checks each shape's size with checked arithmetic and that
+/// the tensors' offsets follow each other without overlap or gap; last, the
+/// tensors must end exactly at the end of the file. (safetensors'
+/// `read_metadata` does the last step as `end + 8 + n == len`, which
+/// overflows — a panic in debug builds — for offsets near `usize::MAX`.)
+fn split_file(bytes: &[u8]) -> std::result::Result<(Metadata, &[u8]), String> {
+    let len = bytes.len();
+    let Some(head) = bytes.get(..8) else {
+        return Err(format!(
+            "{len} bytes is too short for a safetensors file (it starts with an 8-byte header length)"
+        ));
+    };
+    let n = u64::from_le_bytes(head.try_into().expect("8 bytes"));
+    let follow = len - 8;
+    if n > follow as u64 {
+        return Err(format!(
+            "truncated or not a safetensors file: the header length field says {n} bytes but only {follow} bytes follow it"
+        ));
+    }
+    let (header, data) = bytes[8..].split_at(n as usize);
+    let metadata: Metadata = serde_json::from_slice(header)
+        .map_err(|e| format!("the {n}-byte header is not a valid safetensors header: {e}"))?;
+    if metadata.data_len() != data.len() {
+        return Err(format!(
+            "truncated or lying header: the tensors end at byte {} of the data section, which holds {} bytes",
+            metadata.data_len(),
+            data.len()
+        ));
+    }
+    Ok((metadata, data))
+}
+
 fn load_err(message: impl Into<String>) -> Error {
     Error::invalid(LOAD_OP, message)
 }
@@ -231,16 +332,14 @@ impl<T: Element> OptimizerState<T> {
             .map_err(|e| Error::invalid(SAVE_OP, e.to_string()))
     }
 
-    /// Writes a safetensors file (atomically: a temporary file is renamed).
+    /// Writes a safetensors file atomically: the bytes go to a temporary file
+    /// in the same folder, which is flushed and then renamed over `path`, so
+    /// a crash mid-write leaves any previous file intact.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let (meta, tensors) = self.prepare()?;
-        safetensors::serialize_to_file(
-            tensors.iter().map(|(k, v)| (k.as_str(), v)),
-            Some(meta),
-            path,
-        )
-        .map_err(|e| Error::invalid(SAVE_OP, format!("{}: {e}", path.display())))
+        let bytes = self.to_bytes()?;
+        write_atomically_with(path, |f| f.write_all(&bytes))
+            .map_err(|e| Error::invalid(SAVE_OP, format!("{}: {e}", path.display())))
     }
 
     /// Reads a file written by [`OptimizerState::save`]. Errors (never
@@ -321,10 +420,10 @@ impl<T: Element> OptimizerState<T> {
     /// [`OptimizerState::save`], validating every entry.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let want_dtype = element_dtype::<T>(LOAD_OP)?;
-        let (_, metadata) = SafeTensors::read_metadata(bytes)
-            .map_err(|e| load_err(format!("not a valid safetensors file: {e}")))?;
-        let file = SafeTensors::deserialize(bytes)
-            .map_err(|e| load_err(format!("not a valid safetensors file: {e}")))?;
+        // Nothing below is sized by the header before `split_file` has
+        // checked it against the file.
+        let (metadata, data) = split_file(bytes)
+            .map_err(|m| load_err(format!("not a valid safetensors file: {m}")))?;
         let meta = metadata
             .metadata()
             .clone()
@@ -339,12 +438,33 @@ impl<T: Element> OptimizerState<T> {
         }
         let sorted: BTreeMap<String, String> =
             meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        let views = file.tensors();
+        let views: Vec<(String, View<'_>)> = metadata
+            .tensors()
+            .into_iter()
+            .map(|(name, info)| {
+                let (a, b) = info.data_offsets;
+                data.get(a..b)
+                    .map(|d| {
+                        let view = View {
+                            dtype: info.dtype,
+                            shape: info.shape.as_slice(),
+                            data: d,
+                        };
+                        (name.clone(), view)
+                    })
+                    .ok_or_else(|| {
+                        load_err(format!(
+                            "tensor {name:?}: data_offsets [{a}, {b}] lie outside the {}-byte data section",
+                            data.len()
+                        ))
+                    })
+            })
+            .collect::<Result<_>>()?;
         let want_sum = checksum(
             &sorted,
             views
                 .iter()
-                .map(|(k, v)| (k.as_str(), v.dtype(), v.shape(), v.data())),
+                .map(|(k, v)| (k.as_str(), v.dtype, v.shape, v.data)),
         );
         match meta.get("checksum") {
             Some(s) if *s == want_sum => {}
@@ -377,8 +497,13 @@ impl<T: Element> OptimizerState<T> {
             .get("groups")
             .and_then(|s| s.parse::<usize>().ok())
             .ok_or_else(|| load_err("metadata entry `groups` is missing or not a count"))?;
-        if n_groups == 0 || n_groups > 1 << 20 {
-            return Err(load_err(format!("implausible group count {n_groups}")));
+        // Each group has three metadata entries: a larger count is a lie, and
+        // is refused before anything is sized by it.
+        if n_groups == 0 || n_groups > meta.len() / 3 {
+            return Err(load_err(format!(
+                "metadata entry `groups` = {n_groups} is impossible: the header has {} entries, three per group",
+                meta.len()
+            )));
         }
         let mut groups = Vec::with_capacity(n_groups);
         for g in 0..n_groups {
@@ -391,6 +516,7 @@ impl<T: Element> OptimizerState<T> {
         let mut steps: BTreeMap<usize, u64> = BTreeMap::new();
         let mut buffers: BTreeMap<usize, BTreeMap<String, Tensor<T>>> = BTreeMap::new();
         for (name, view) in &views {
+            let view = *view;
             let rest = name
                 .strip_prefix("state.")
                 .ok_or_else(|| load_err(format!("unexpected tensor {name:?}")))?;
@@ -410,15 +536,14 @@ impl<T: Element> OptimizerState<T> {
                 return Err(load_err(format!("tensor {name:?} has no buffer name")));
             }
             if buf == "step" {
-                if view.dtype() != Dtype::I64 || !view.shape().is_empty() {
+                if view.dtype != Dtype::I64 || !view.shape.is_empty() {
                     return Err(load_err(format!(
                         "tensor {name:?} must be an I64 scalar, found {:?} of shape {:?}",
-                        view.dtype(),
-                        view.shape()
+                        view.dtype, view.shape
                     )));
                 }
                 let s = i64::from_le_bytes(
-                    view.data()
+                    view.data
                         .try_into()
                         .map_err(|_| load_err(format!("tensor {name:?} does not hold 8 bytes")))?,
                 );
@@ -429,14 +554,14 @@ impl<T: Element> OptimizerState<T> {
                 }
                 steps.insert(idx, s as u64);
             } else {
-                if view.dtype() != want_dtype {
+                if view.dtype != want_dtype {
                     return Err(load_err(format!(
                         "tensor {name:?} is {:?}, expected {want_dtype:?}",
-                        view.dtype()
+                        view.dtype
                     )));
                 }
-                let data = from_bytes::<T>(view.data());
-                let t = Tensor::from_vec(data, view.shape())
+                let data = from_bytes::<T>(view.data);
+                let t = Tensor::from_vec(data, view.shape)
                     .map_err(|e| load_err(format!("tensor {name:?}: {e}")))?;
                 buffers.entry(idx).or_default().insert(buf.to_string(), t);
             }
@@ -505,6 +630,65 @@ mod tests {
         let bytes = sample().to_bytes().unwrap();
         let e = OptimizerState::<f64>::from_bytes(&bytes).unwrap_err();
         assert!(e.to_string().contains("F32"), "{e}");
+    }
+
+    fn scratch(test: &str) -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("anneal-optim-atomic-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_save_interrupted_by_an_error_or_a_panic_keeps_the_previous_file() {
+        let dir = scratch("interrupted");
+        let path = dir.join("opt.safetensors");
+        let old = sample();
+        old.save(&path).unwrap();
+        let mut new = sample();
+        new.params.get_mut(&0).unwrap().step = 8;
+        let bytes = new.to_bytes().unwrap();
+
+        let e = write_atomically_with(&path, |f| {
+            f.write_all(&bytes[..bytes.len() / 2])?;
+            Err(std::io::Error::other("disk full (injected)"))
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("injected"));
+        assert_eq!(OptimizerState::<f32>::load(&path).unwrap(), old);
+        assert_eq!(listing(&dir), ["opt.safetensors"]);
+
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            write_atomically_with(&path, |f| {
+                f.write_all(&bytes[..bytes.len() / 3])?;
+                panic!("interrupted mid-write")
+            })
+        }));
+        assert!(r.is_err());
+        assert_eq!(OptimizerState::<f32>::load(&path).unwrap(), old);
+        assert_eq!(listing(&dir), ["opt.safetensors"]);
+
+        // A failed rename (the target is a non-empty folder) leaves no
+        // temporary either; a normal save then replaces the file.
+        let folder = dir.join("taken");
+        std::fs::create_dir(&folder).unwrap();
+        std::fs::write(folder.join("keep"), b"keep").unwrap();
+        assert!(new.save(&folder).is_err());
+        assert_eq!(listing(&dir), ["opt.safetensors", "taken"]);
+        new.save(&path).unwrap();
+        assert_eq!(OptimizerState::<f32>::load(&path).unwrap(), new);
+        assert_eq!(listing(&dir), ["opt.safetensors", "taken"]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
