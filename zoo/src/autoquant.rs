@@ -193,10 +193,10 @@ fn run_auto(a: &PlanArgs) -> Result<()> {
         ..Default::default()
     };
     println!(
-        "anneal quantize --auto: {}, criterion {criterion} (accuracy on the {} test images), objective {:?}, budget {} trials",
+        "anneal quantize --auto: {}, criterion {criterion} (accuracy on the {} test images), objective {}, budget {} trials",
         a.model,
         test.len(),
-        a.objective,
+        format!("{:?}", a.objective).to_lowercase(),
         a.budget
     );
     let r = tune_digits(&a.model, float.as_ref(), &train, &test, &options)?;
