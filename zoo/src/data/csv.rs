@@ -7,10 +7,16 @@ use anneal_tensor::Tensor;
 use super::Dataset;
 use crate::{Error, Result};
 
-/// Parses `text`: every non-empty line holds `features` numbers and then a
-/// non-negative integer label. Returns the row-major features and labels.
-/// Errors name the line (1-based) and the problem.
+/// Parses `text`: every non-empty line holds `features` finite numbers and
+/// then a non-negative integer label below `usize::MAX` (so that the class
+/// count, the largest label plus one, exists). Returns the row-major
+/// features and labels. Errors name the line (1-based) and the problem.
 pub fn parse_csv(text: &str, features: usize, source: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+    let Some(columns) = features.checked_add(1) else {
+        return Err(Error::Invalid(format!(
+            "{source}: {features} feature columns is more than a line can hold"
+        )));
+    };
     let mut data = Vec::new();
     let mut labels = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -24,10 +30,9 @@ pub fn parse_csv(text: &str, features: usize, source: &str) -> Result<(Vec<f32>,
             message,
         };
         let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-        if fields.len() != features + 1 {
+        if fields.len() != columns {
             return Err(err(format!(
-                "expected {} comma-separated values, found {}",
-                features + 1,
+                "expected {columns} comma-separated values, found {}",
                 fields.len()
             )));
         }
@@ -44,6 +49,11 @@ pub fn parse_csv(text: &str, features: usize, source: &str) -> Result<(Vec<f32>,
         let label: usize = l
             .parse()
             .map_err(|_| err(format!("label {l:?} is not a non-negative integer")))?;
+        if label == usize::MAX {
+            return Err(err(format!(
+                "label {l} is too large: the class count would overflow"
+            )));
+        }
         labels.push(label);
     }
     Ok((data, labels))
@@ -53,11 +63,19 @@ pub fn parse_csv(text: &str, features: usize, source: &str) -> Result<(Vec<f32>,
 /// [`Dataset`] with inputs `[N, features]`.
 pub fn read_csv(path: impl AsRef<Path>, features: usize) -> Result<Dataset> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let (data, labels) = parse_csv(&text, features, &path.display().to_string())?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| {
+        let good = &bytes[..e.valid_up_to()];
+        Error::Parse {
+            path: path.to_path_buf(),
+            line: 1 + good.iter().filter(|&&b| b == b'\n').count(),
+            message: format!("byte {} is not UTF-8 text", e.valid_up_to()),
+        }
+    })?;
+    let (data, labels) = parse_csv(text, features, &path.display().to_string())?;
     if labels.is_empty() {
         return Err(Error::Parse {
             path: path.to_path_buf(),
@@ -66,6 +84,7 @@ pub fn read_csv(path: impl AsRef<Path>, features: usize) -> Result<Dataset> {
         });
     }
     let n = labels.len();
+    // Labels are below usize::MAX (checked while parsing).
     let num_classes = labels.iter().max().map_or(0, |m| m + 1);
     Ok(Dataset {
         inputs: Tensor::from_vec(data, &[n, features])?,
