@@ -65,7 +65,7 @@ fn geometry(op: &'static str, shape: &[usize], p: Pool2dParams) -> Result<PoolGe
             ),
         ));
     }
-    if p.padding[0] * 2 > p.kernel[0] || p.padding[1] * 2 > p.kernel[1] {
+    if p.padding[0] > p.kernel[0] / 2 || p.padding[1] > p.kernel[1] / 2 {
         return Err(Error::invalid(
             op,
             format!(
@@ -82,11 +82,22 @@ fn geometry(op: &'static str, shape: &[usize], p: Pool2dParams) -> Result<PoolGe
             "spatial extents must be positive",
         ));
     }
-    let out =
-        |x: usize, k: usize, s: usize, pad: usize| (x + 2 * pad).checked_sub(k).map(|v| v / s + 1);
+    // Padding is at most half the kernel, so `2·pad` cannot overflow; the
+    // padded extent can (for a caller-given input shape).
+    let padded = |x: usize, pad: usize| {
+        x.checked_add(2 * pad).ok_or_else(|| {
+            Error::shape(
+                op,
+                &[shape],
+                format!("padded extent {x} + 2·{pad} overflows"),
+            )
+        })
+    };
+    let (ph, pw) = (padded(h, p.padding[0])?, padded(w, p.padding[1])?);
+    let out = |x: usize, k: usize, s: usize| x.checked_sub(k).map(|v| v / s + 1);
     let (Some(oh), Some(ow)) = (
-        out(h, p.kernel[0], p.stride[0], p.padding[0]),
-        out(w, p.kernel[1], p.stride[1], p.padding[1]),
+        out(ph, p.kernel[0], p.stride[0]),
+        out(pw, p.kernel[1], p.stride[1]),
     ) else {
         return Err(Error::shape(
             op,
@@ -193,8 +204,11 @@ impl<T: Element> Tensor<T> {
                 "gradient and indices must be [N, C, OH, OW] matching the input's N and C",
             ));
         }
-        let hw = input_shape[2] * input_shape[3];
-        let ohw = self.shape()[2] * self.shape()[3];
+        let n = checked_numel(op, input_shape)?;
+        // Either N·C > 0 and both planes fit in their tensors' element counts,
+        // or there are no planes and the plane sizes are never used.
+        let hw = input_shape[2].saturating_mul(input_shape[3]);
+        let ohw = self.shape()[2].saturating_mul(self.shape()[3]);
         if let Some(&bad) = indices.as_slice().iter().find(|&&i| i >= hw) {
             return Err(Error::IndexOutOfRange {
                 op,
@@ -203,7 +217,6 @@ impl<T: Element> Tensor<T> {
                 axis: 2,
             });
         }
-        let n = checked_numel(op, input_shape)?;
         let mut dx = vec![T::zero(); n];
         let (dy, idx) = (self.as_slice(), indices.as_slice());
         per_plane(&mut dx, hw, n, |pi, d| {

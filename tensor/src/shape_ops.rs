@@ -19,16 +19,28 @@ pub(crate) fn strided_copy<T: Scalar>(
     strides: &[usize],
 ) -> Vec<T> {
     let n: usize = shape.iter().product();
+    strided_copy_into(Vec::with_capacity(n), src, offset, shape, strides)
+}
+
+/// [`strided_copy`] appending to `out` (empty, with room reserved).
+fn strided_copy_into<T: Scalar>(
+    mut out: Vec<T>,
+    src: &[T],
+    offset: usize,
+    shape: &[usize],
+    strides: &[usize],
+) -> Vec<T> {
+    let n: usize = shape.iter().product();
     if n == 0 {
-        return Vec::new();
+        return out;
     }
     if shape.is_empty() {
-        return vec![src[offset]];
+        out.push(src[offset]);
+        return out;
     }
     let rank = shape.len();
     let inner = shape[rank - 1];
     let inner_stride = strides[rank - 1];
-    let mut out = Vec::with_capacity(n);
     let mut idx = vec![0usize; rank - 1];
     let mut base = offset;
     loop {
@@ -195,12 +207,13 @@ impl<T: Scalar> Tensor<T> {
     /// rule), materialising the result.
     pub fn broadcast_to(&self, shape: &[usize]) -> Result<Self> {
         check_broadcast_to("broadcast_to", self.shape(), shape)?;
-        checked_numel("broadcast_to", shape)?;
+        let n = checked_numel("broadcast_to", shape)?;
         if self.shape() == shape {
             return Ok(self.clone());
         }
+        let out = crate::tensor::try_with_capacity("broadcast_to", shape, n)?;
         let strides = crate::shape::broadcast_strides(self.shape(), shape);
-        let data = strided_copy(self.as_slice(), 0, shape, &strides);
+        let data = strided_copy_into(out, self.as_slice(), 0, shape, &strides);
         Ok(Tensor::from_parts(data, shape.to_vec()))
     }
 
@@ -224,6 +237,9 @@ impl<T: Scalar> Tensor<T> {
                 ),
             ));
         }
+        // A step past the range picks only `start`; clamping it keeps the
+        // stride arithmetic below within the tensor's element count.
+        let step = step.min((end - start).max(1));
         let mut shape = self.shape().to_vec();
         shape[a] = (end - start).div_ceil(step);
         let mut strides = self.strides();
@@ -319,8 +335,9 @@ impl<T: Scalar> Tensor<T> {
     /// (`torch.split` with a list of sizes).
     pub fn split_sizes<D: Dim>(&self, axis: D, sizes: &[usize]) -> Result<Vec<Self>> {
         let a = normalize_axis("split", axis, self.rank())?;
-        let total: usize = sizes.iter().sum();
-        if total != self.shape()[a] {
+        let total = sizes.iter().try_fold(0usize, |t, &s| t.checked_add(s));
+        if total != Some(self.shape()[a]) {
+            let total = total.map_or_else(|| "more than usize::MAX".into(), |t| t.to_string());
             return Err(Error::invalid(
                 "split",
                 format!(
@@ -442,7 +459,7 @@ impl<T: Scalar> Tensor<T> {
             );
         }
         let n = checked_numel("pad", &shape)?;
-        let mut out = vec![value; n];
+        let mut out = crate::tensor::try_filled("pad", &shape, n, value)?;
         if self.is_empty() {
             return Ok(Tensor::from_parts(out, shape));
         }

@@ -10,6 +10,30 @@ use crate::element::{Element, Scalar};
 use crate::error::{Error, Result};
 use crate::shape::{checked_numel, contiguous_strides};
 
+/// An empty vector with room for `n` elements, or [`Error::TooLarge`]
+/// naming `op` and `shape` when the allocator refuses the memory (instead of
+/// Rust's default abort on allocation failure).
+pub(crate) fn try_with_capacity<T>(op: &'static str, shape: &[usize], n: usize) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| Error::TooLarge {
+        op,
+        shape: shape.to_vec(),
+    })?;
+    Ok(v)
+}
+
+/// `n` copies of `value`, allocated as [`try_with_capacity`].
+pub(crate) fn try_filled<T: Clone>(
+    op: &'static str,
+    shape: &[usize],
+    n: usize,
+    value: T,
+) -> Result<Vec<T>> {
+    let mut v = try_with_capacity(op, shape, n)?;
+    v.resize(n, value);
+    Ok(v)
+}
+
 /// An n-dimensional array stored row-major and contiguously.
 ///
 /// Cloning is cheap (the storage is shared through an `Arc`); mutation goes
@@ -50,9 +74,15 @@ impl<T: Scalar> Tensor<T> {
     }
 
     /// A tensor of `shape` with every element equal to `value`.
+    ///
+    /// Errors with [`Error::TooLarge`] when the element count overflows or
+    /// the allocator cannot provide the memory (no abort).
     pub fn full(shape: &[usize], value: T) -> Result<Self> {
         let n = checked_numel("full", shape)?;
-        Ok(Self::from_parts(vec![value; n], shape.to_vec()))
+        Ok(Self::from_parts(
+            try_filled("full", shape, n, value)?,
+            shape.to_vec(),
+        ))
     }
 
     /// Internal constructor; the caller guarantees `data.len() == numel(shape)`.
@@ -240,32 +270,32 @@ impl<T: Element> Tensor<T> {
             0
         };
         checked_numel("arange", &[n])?;
-        let data = (0..n)
-            .map(|i| start + T::from_usize(i).unwrap_or_else(T::zero) * step)
-            .collect();
+        let mut data = try_with_capacity("arange", &[n], n)?;
+        data.extend((0..n).map(|i| start + T::from_usize(i).unwrap_or_else(T::zero) * step));
         Ok(Self::from_parts(data, vec![n]))
     }
 
     /// `n` evenly spaced values from `start` to `end` inclusive, as `torch.linspace`.
     pub fn linspace(start: T, end: T, n: usize) -> Result<Self> {
         checked_numel("linspace", &[n])?;
-        let data = match n {
-            0 => Vec::new(),
-            1 => vec![start],
+        let mut data = try_with_capacity("linspace", &[n], n)?;
+        match n {
+            0 => {}
+            1 => data.push(start),
             _ => {
                 let step = (end - start) / T::from_usize(n - 1).unwrap_or_else(T::one);
-                (0..n)
-                    .map(|i| start + T::from_usize(i).unwrap_or_else(T::zero) * step)
-                    .collect()
+                data.extend(
+                    (0..n).map(|i| start + T::from_usize(i).unwrap_or_else(T::zero) * step),
+                );
             }
-        };
+        }
         Ok(Self::from_parts(data, vec![n]))
     }
 
     /// The `n × n` identity matrix.
     pub fn eye(n: usize) -> Result<Self> {
         let numel = checked_numel("eye", &[n, n])?;
-        let mut data = vec![T::zero(); numel];
+        let mut data = try_filled("eye", &[n, n], numel, T::zero())?;
         for i in 0..n {
             data[i * n + i] = T::one();
         }
@@ -275,12 +305,11 @@ impl<T: Element> Tensor<T> {
     /// Samples from the standard normal distribution using `rng`.
     pub fn randn(shape: &[usize], rng: &mut impl Rng) -> Result<Self> {
         let n = checked_numel("randn", shape)?;
-        let data = (0..n)
-            .map(|_| {
-                let x: f64 = StandardNormal.sample(rng);
-                T::from_f64_lossy(x)
-            })
-            .collect();
+        let mut data = try_with_capacity("randn", shape, n)?;
+        data.extend((0..n).map(|_| {
+            let x: f64 = StandardNormal.sample(rng);
+            T::from_f64_lossy(x)
+        }));
         Ok(Self::from_parts(data, shape.to_vec()))
     }
 
@@ -300,21 +329,21 @@ impl<T: Element> Tensor<T> {
         }
         let n = checked_numel("rand_uniform", shape)?;
         let data = if lo == hi {
-            vec![low; n]
+            try_filled("rand_uniform", shape, n, low)?
         } else {
             let dist =
                 Uniform::new(lo, hi).map_err(|e| Error::invalid("rand_uniform", e.to_string()))?;
+            let mut data = try_with_capacity("rand_uniform", shape, n)?;
             // Rounding to f32 can land on `high`; fold it back into the interval.
-            (0..n)
-                .map(|_| {
-                    let v = T::from_f64_lossy(dist.sample(rng));
-                    if v >= high {
-                        low
-                    } else {
-                        v
-                    }
-                })
-                .collect()
+            data.extend((0..n).map(|_| {
+                let v = T::from_f64_lossy(dist.sample(rng));
+                if v >= high {
+                    low
+                } else {
+                    v
+                }
+            }));
+            data
         };
         Ok(Self::from_parts(data, shape.to_vec()))
     }

@@ -1572,3 +1572,89 @@ fn conv1d_errors_name_conv1d() {
         "{e}"
     );
 }
+
+// --- Found by the bad-input sweep (`bad_inputs.rs`) --------------------------
+
+#[test]
+fn allocation_refused_is_too_large_not_an_abort() {
+    // 2^47 f32 elements are 512 TiB: more than any address space, so the
+    // allocator refuses them even where memory is overcommitted.
+    let e = fails(Tensor::<f32>::zeros(&[1 << 47]));
+    assert!(matches!(e, Error::TooLarge { .. }), "{e}");
+    check(&e, "full", &["[140737488355328]"]);
+    check(
+        &fails(Tensor::<f32>::randn_seeded(&[1 << 46, 2], 0)),
+        "randn",
+        &[],
+    );
+    check(&fails(Tensor::<f32>::eye(1 << 24)), "eye", &[]);
+    check(
+        &fails(Tensor::<f32>::linspace(0.0, 1.0, 1 << 47)),
+        "linspace",
+        &[],
+    );
+    check(
+        &fails(Tensor::<f32>::scalar(1.0).broadcast_to(&[1 << 47])),
+        "broadcast_to",
+        &["more elements than fit in memory"],
+    );
+    check(
+        &fails(z(&[1]).pad(&[(1 << 47, 0)], 0.0)),
+        "pad",
+        &["more elements than fit in memory"],
+    );
+}
+
+#[test]
+fn slice_with_a_step_past_the_range_picks_start() {
+    let t = Tensor::from_vec((0..6).map(|v| v as f32).collect(), &[2, 3]).unwrap();
+    for step in [3, usize::MAX / 2, usize::MAX] {
+        let s = t.slice(1, 1, 3, step).unwrap();
+        assert_eq!(s.shape(), &[2, 1]);
+        assert_eq!(s.to_vec(), vec![1.0, 4.0]);
+    }
+    assert_eq!(t.slice(0, 1, 1, usize::MAX).unwrap().shape(), &[0, 3]);
+}
+
+#[test]
+fn split_sizes_whose_sum_overflows() {
+    let e = fails(z(&[3]).split_sizes(0, &[1, usize::MAX]));
+    check(&e, "split", &["more than usize::MAX", "extent 3"]);
+}
+
+#[test]
+fn pooling_padding_or_shape_near_usize_max() {
+    let p = Pool2dParams::new(2).with_padding(usize::MAX);
+    check(
+        &fails(z(&[1, 1, 4, 4]).max_pool2d(p)),
+        "max_pool2d",
+        &["padding"],
+    );
+    let p = Pool2dParams {
+        kernel: [usize::MAX, 2],
+        stride: [1, 1],
+        padding: [usize::MAX / 2, 0],
+    };
+    check(
+        &fails(z(&[1, 1, 4, 4]).avg_pool2d(p, true)),
+        "avg_pool2d",
+        &["padded extent 4", "overflows"],
+    );
+    let g = z(&[1, 1, 2, 2]);
+    let e = fails(g.avg_pool2d_backward(
+        &[1, 1, usize::MAX, 4],
+        Pool2dParams::new(2).with_padding(1),
+        true,
+    ));
+    check(
+        &e,
+        "avg_pool2d_backward",
+        &["18446744073709551615", "overflows"],
+    );
+    let idx = Tensor::from_vec(vec![0usize; 4], &[1, 1, 2, 2]).unwrap();
+    check(
+        &fails(g.max_pool2d_backward(&idx, &[1, 1, usize::MAX, usize::MAX])),
+        "max_pool2d_backward",
+        &[],
+    );
+}
