@@ -71,5 +71,19 @@ fn softmax(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, sgemm, conv, elementwise, softmax);
+fn pooling(c: &mut Criterion) {
+    let mut g = c.benchmark_group("max_pool2d");
+    let x = Tensor::<f32>::randn_seeded(&[64, 32, 28, 28], 1).unwrap();
+    let p = anneal_tensor::Pool2dParams::new(2);
+    g.bench_function("2x2 [64, 32, 28, 28]", |b| {
+        b.iter(|| black_box(x.max_pool2d(p).unwrap()))
+    });
+    let (y, idx) = x.max_pool2d(p).unwrap();
+    g.bench_function("2x2 backward [64, 32, 28, 28]", |b| {
+        b.iter(|| black_box(y.max_pool2d_backward(&idx, x.shape()).unwrap()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, sgemm, conv, elementwise, softmax, pooling);
 criterion_main!(benches);

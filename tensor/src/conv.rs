@@ -400,7 +400,7 @@ impl<T: Element> Tensor<T> {
             }
         }
         let (ohw, kdim, og, cg) = (g.ohw(), g.kdim(), g.og(), g.cg());
-        let mut out = vec![T::zero(); g.n * g.o * ohw];
+        let mut out = crate::buffers::filled(g.n * g.o * ohw, T::zero());
         let x = self.as_slice();
         let wt = weight.as_slice();
         let in_image = g.c * g.h * g.w;
@@ -469,7 +469,7 @@ impl<T: Element> Tensor<T> {
         }
         let (ohw, kdim, og, cg) = (g.ohw(), g.kdim(), g.og(), g.cg());
         let in_image = g.c * g.h * g.w;
-        let mut dx = vec![T::zero(); g.n * in_image];
+        let mut dx = crate::buffers::filled(g.n * in_image, T::zero());
         let dy = self.as_slice();
         let wt = weight.as_slice();
         for_each_image(&mut dx, in_image, g.n, |ni, dxi, threaded| {

@@ -91,7 +91,7 @@ impl<T: Scalar> Tensor<T> {
     ) -> Result<Tensor<V>> {
         if self.shape() == other.shape() {
             let (a, b) = (self.as_slice(), other.as_slice());
-            let mut out = vec![V::default(); a.len()];
+            let mut out = crate::buffers::filled(a.len(), V::default());
             if a.len() >= PARALLEL_THRESHOLD && rayon::current_num_threads() > 1 {
                 out.par_chunks_mut(CHUNK).enumerate().for_each(|(ci, o)| {
                     let s = ci * CHUNK;
@@ -107,7 +107,7 @@ impl<T: Scalar> Tensor<T> {
         let sa = broadcast_strides(self.shape(), &out_shape);
         let sb = broadcast_strides(other.shape(), &out_shape);
         let (shape, sa, sb) = coalesce(&out_shape, &sa, &sb);
-        let mut out = vec![V::default(); n];
+        let mut out = crate::buffers::filled(n, V::default());
         if n == 0 {
             return Ok(Tensor::from_parts(out, out_shape));
         }

@@ -53,6 +53,7 @@
 
 #![warn(missing_docs)]
 
+mod buffers;
 mod conv;
 mod display;
 mod element;
@@ -69,6 +70,7 @@ mod shape_ops;
 mod simd_math;
 mod tensor;
 
+pub use buffers::{buffer_cache_bytes, set_buffer_cache_limit};
 pub use conv::{conv_output_size, Conv1dParams, Conv2dParams};
 pub use element::{DType, Element, Scalar};
 pub use elementwise::{gelu_scalar, gelu_tanh_scalar, sigmoid_scalar};

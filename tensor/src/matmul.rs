@@ -293,7 +293,7 @@ impl<T: Element> Tensor<T> {
         let mut out_shape = batch.clone();
         out_shape.extend([m, n]);
         let total = checked_numel(op, &out_shape)?;
-        let mut out = vec![T::zero(); total];
+        let mut out = crate::buffers::filled(total, T::zero());
 
         // Strides of each operand's batch axes (0 where broadcast) and matrix.
         let lbs = broadcast_strides(lb, &batch);
@@ -422,7 +422,7 @@ impl<T: Element> Tensor<T> {
         let mut shape = self.shape().to_vec();
         *shape.last_mut().expect("rank ≥ 1") = out_f;
         let total = checked_numel(op, &shape)?;
-        let mut out = vec![T::zero(); total];
+        let mut out = crate::buffers::filled(total, T::zero());
         let beta = if let Some(b) = bias {
             for row in out.chunks_mut(out_f.max(1)) {
                 row.copy_from_slice(&b.as_slice()[..row.len()]);

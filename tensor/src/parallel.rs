@@ -15,7 +15,7 @@ pub(crate) fn map_slice<A: Copy + Sync, B: Send + Default + Copy>(
     src: &[A],
     f: impl Fn(A) -> B + Sync + Send,
 ) -> Vec<B> {
-    let mut out = vec![B::default(); src.len()];
+    let mut out = crate::buffers::filled(src.len(), B::default());
     if src.len() >= PARALLEL_THRESHOLD && rayon::current_num_threads() > 1 {
         out.par_chunks_mut(CHUNK)
             .zip(src.par_chunks(CHUNK))

@@ -135,6 +135,47 @@ fn per_plane<T: Send>(
     }
 }
 
+/// The common 2×2, stride 2, unpadded max pooling of one plane, without
+/// window clipping; same tie and NaN rules as the general loop.
+fn max_pool_2x2<T: Element>(
+    plane: &[T],
+    w: usize,
+    oh: usize,
+    ow: usize,
+    vals: &mut [T],
+    args: &mut [usize],
+) {
+    /// Select-based step of the running maximum (no branch to mispredict on
+    /// random activations): takes `v` if it is larger, or the first NaN.
+    #[inline(always)]
+    fn pick<T: Element>(best: T, code: usize, v: T, v_code: usize) -> (T, usize) {
+        let take = (v > best) | (v.is_nan() & !best.is_nan());
+        (
+            if take { v } else { best },
+            if take { v_code } else { code },
+        )
+    }
+    for y in 0..oh {
+        let (r0, r1) = (2 * y * w, (2 * y + 1) * w);
+        let top = &plane[r0..r0 + 2 * ow];
+        let bottom = &plane[r1..r1 + 2 * ow];
+        let (v, a) = (
+            &mut vals[y * ow..(y + 1) * ow],
+            &mut args[y * ow..(y + 1) * ow],
+        );
+        for (xo, (v, a)) in v.iter_mut().zip(a.iter_mut()).enumerate() {
+            let c = 2 * xo;
+            // Window codes 0..4 in row-major order; turned into a flat
+            // index once at the end.
+            let (m, k) = pick(top[c], 0, top[c + 1], 1);
+            let (m, k) = pick(m, k, bottom[c], 2);
+            let (m, k) = pick(m, k, bottom[c + 1], 3);
+            *v = m;
+            *a = r0 + c + (k & 1) + (k >> 1) * w;
+        }
+    }
+}
+
 impl<T: Element> Tensor<T> {
     /// Max pooling (`torch.nn.functional.max_pool2d` with
     /// `return_indices=True`); padding acts as −∞. Indices are flat
@@ -143,45 +184,62 @@ impl<T: Element> Tensor<T> {
         let g = geometry("max_pool2d", self.shape(), params)?;
         let (ohw, hw) = (g.oh * g.ow, g.h * g.w);
         let x = self.as_slice();
-        let mut out = vec![(T::zero(), 0usize); g.nc * ohw];
-        per_plane(&mut out, ohw, self.numel(), |pi, o| {
+        let (oh, ow, w) = (g.oh, g.ow, g.w);
+        let [kh, kw] = g.p.kernel;
+        let [sh, sw] = g.p.stride;
+        let [ph, pw] = g.p.padding;
+        // Window `[start, end)` along one axis, clipped to the input; never
+        // empty because padding is at most half the kernel.
+        let clip = |o: usize, s: usize, p: usize, k: usize, n: usize| {
+            let start = (o * s).saturating_sub(p);
+            (start, (o * s + k).saturating_sub(p).min(n))
+        };
+        let plane_kernel = |pi: usize, vals: &mut [T], args: &mut [usize]| {
             let plane = &x[pi * hw..(pi + 1) * hw];
-            for y in 0..g.oh {
-                let h0 = (y * g.p.stride[0]) as isize - g.p.padding[0] as isize;
-                for xo in 0..g.ow {
-                    let w0 = (xo * g.p.stride[1]) as isize - g.p.padding[1] as isize;
-                    let mut best = T::neg_infinity();
-                    let mut arg = usize::MAX;
-                    for i in 0..g.p.kernel[0] as isize {
-                        let ih = h0 + i;
-                        if ih < 0 || ih >= g.h as isize {
-                            continue;
-                        }
-                        for j in 0..g.p.kernel[1] as isize {
-                            let iw = w0 + j;
-                            if iw < 0 || iw >= g.w as isize {
-                                continue;
-                            }
-                            let idx = ih as usize * g.w + iw as usize;
-                            let v = plane[idx];
-                            if v > best || v.is_nan() || arg == usize::MAX {
+            if g.p == Pool2dParams::new(2) {
+                return max_pool_2x2(plane, w, oh, ow, vals, args);
+            }
+            for y in 0..oh {
+                let (hs, he) = clip(y, sh, ph, kh, g.h);
+                for xo in 0..ow {
+                    let (ws, we) = clip(xo, sw, pw, kw, w);
+                    let mut arg = hs * w + ws;
+                    let mut best = plane[arg];
+                    for ih in hs..he {
+                        let row = &plane[ih * w..ih * w + we];
+                        for (iw, &v) in row.iter().enumerate().skip(ws) {
+                            // The first NaN wins, as in PyTorch; otherwise
+                            // the first maximum in row-major window order.
+                            if v > best || (v.is_nan() && !best.is_nan()) {
                                 best = v;
-                                arg = idx;
-                                if v.is_nan() {
-                                    break;
-                                }
+                                arg = ih * w + iw;
                             }
                         }
                     }
-                    o[y * g.ow + xo] = (best, arg);
+                    vals[y * ow + xo] = best;
+                    args[y * ow + xo] = arg;
                 }
             }
-        });
-        let shape = vec![self.shape()[0], self.shape()[1], g.oh, g.ow];
-        let (vals, idx): (Vec<T>, Vec<usize>) = out.into_iter().unzip();
+        };
+        let mut vals = crate::buffers::filled(g.nc * ohw, T::zero());
+        let mut args = crate::buffers::filled(g.nc * ohw, 0usize);
+        if ohw > 0 {
+            if self.numel() >= PARALLEL_THRESHOLD && rayon::current_num_threads() > 1 {
+                vals.par_chunks_mut(ohw)
+                    .zip(args.par_chunks_mut(ohw))
+                    .enumerate()
+                    .for_each(|(pi, (v, a))| plane_kernel(pi, v, a));
+            } else {
+                vals.chunks_mut(ohw)
+                    .zip(args.chunks_mut(ohw))
+                    .enumerate()
+                    .for_each(|(pi, (v, a))| plane_kernel(pi, v, a));
+            }
+        }
+        let shape = vec![self.shape()[0], self.shape()[1], oh, ow];
         Ok((
             Tensor::from_parts(vals, shape.clone()),
-            Tensor::from_parts(idx, shape),
+            Tensor::from_parts(args, shape),
         ))
     }
 
@@ -217,7 +275,7 @@ impl<T: Element> Tensor<T> {
                 axis: 2,
             });
         }
-        let mut dx = vec![T::zero(); n];
+        let mut dx = crate::buffers::filled(n, T::zero());
         let (dy, idx) = (self.as_slice(), indices.as_slice());
         per_plane(&mut dx, hw, n, |pi, d| {
             for k in pi * ohw..(pi + 1) * ohw {
@@ -234,7 +292,7 @@ impl<T: Element> Tensor<T> {
         let g = geometry("avg_pool2d", self.shape(), params)?;
         let (ohw, hw) = (g.oh * g.ow, g.h * g.w);
         let x = self.as_slice();
-        let mut out = vec![T::zero(); g.nc * ohw];
+        let mut out = crate::buffers::filled(g.nc * ohw, T::zero());
         per_plane(&mut out, ohw, self.numel(), |pi, o| {
             let plane = &x[pi * hw..(pi + 1) * hw];
             for y in 0..g.oh {
@@ -277,7 +335,7 @@ impl<T: Element> Tensor<T> {
         }
         let (ohw, hw) = (g.oh * g.ow, g.h * g.w);
         let dy = self.as_slice();
-        let mut dx = vec![T::zero(); g.nc * hw];
+        let mut dx = crate::buffers::filled(g.nc * hw, T::zero());
         per_plane(&mut dx, hw, g.nc * hw, |pi, d| {
             for y in 0..g.oh {
                 for xo in 0..g.ow {

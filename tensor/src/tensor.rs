@@ -13,7 +13,14 @@ use crate::shape::{checked_numel, contiguous_strides};
 /// An empty vector with room for `n` elements, or [`Error::TooLarge`]
 /// naming `op` and `shape` when the allocator refuses the memory (instead of
 /// Rust's default abort on allocation failure).
-pub(crate) fn try_with_capacity<T>(op: &'static str, shape: &[usize], n: usize) -> Result<Vec<T>> {
+pub(crate) fn try_with_capacity<T: Copy>(
+    op: &'static str,
+    shape: &[usize],
+    n: usize,
+) -> Result<Vec<T>> {
+    if let Some(v) = crate::buffers::take(n) {
+        return Ok(v);
+    }
     let mut v = Vec::new();
     v.try_reserve_exact(n).map_err(|_| Error::TooLarge {
         op,
@@ -23,7 +30,7 @@ pub(crate) fn try_with_capacity<T>(op: &'static str, shape: &[usize], n: usize) 
 }
 
 /// `n` copies of `value`, allocated as [`try_with_capacity`].
-pub(crate) fn try_filled<T: Clone>(
+pub(crate) fn try_filled<T: Copy>(
     op: &'static str,
     shape: &[usize],
     n: usize,
@@ -44,6 +51,16 @@ pub(crate) fn try_filled<T: Clone>(
 pub struct Tensor<T: Scalar = f32> {
     shape: Vec<usize>,
     data: Arc<Vec<T>>,
+}
+
+impl<T: Scalar> Drop for Tensor<T> {
+    /// Storage that dies unshared goes to the buffer cache (see `buffers`),
+    /// so the next kernel's output reuses its memory without page faults.
+    fn drop(&mut self) {
+        if let Some(v) = Arc::get_mut(&mut self.data) {
+            crate::buffers::recycle(std::mem::take(v));
+        }
+    }
 }
 
 impl<T: Scalar> Tensor<T> {
@@ -145,8 +162,11 @@ impl<T: Scalar> Tensor<T> {
     }
 
     /// The elements in row-major order; copies only if the storage is shared.
-    pub fn into_vec(self) -> Vec<T> {
-        Arc::try_unwrap(self.data).unwrap_or_else(|shared| shared.as_ref().clone())
+    pub fn into_vec(mut self) -> Vec<T> {
+        match Arc::get_mut(&mut self.data) {
+            Some(v) => std::mem::take(v),
+            None => self.data.as_ref().clone(),
+        }
     }
 
     /// Mutable access to the elements; copies the storage first if another
