@@ -41,7 +41,9 @@ fn median_time(min_reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64
     Ok(times[times.len() / 2])
 }
 
-type Workload = (
+/// One reference workload: its name, one call of it, and how to turn a
+/// median time in seconds into a throughput string.
+pub type Workload = (
     String,
     Box<dyn FnMut() -> Result<()>>,
     Box<dyn Fn(f64) -> String>,
@@ -55,7 +57,8 @@ fn per_second(n: f64, unit: &'static str) -> Box<dyn Fn(f64) -> String> {
     Box::new(move |s| format!("{:.0} {unit}/s", n / s))
 }
 
-fn workloads() -> Result<Vec<Workload>> {
+/// Builds every reference workload of issue 8's table (fresh data, seeded).
+pub fn workloads() -> Result<Vec<Workload>> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let mut out: Vec<Workload> = Vec::new();
 
