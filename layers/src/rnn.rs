@@ -6,6 +6,9 @@
 //! Per layer and direction the input projection `x·W_ihᵀ + b_ih` of the
 //! whole sequence is one GEMM; each time step is then one GEMM
 //! `h·W_hhᵀ + b_hh` that yields every gate at once, split on the last axis.
+//! An LSTM layer-direction runs as one graph node
+//! ([`Tensor::lstm_sequence`]): the recurrence, non-linearities and cell
+//! updates fused, with a hand-written backward pass through time.
 //!
 //! ```
 //! use anneal_autograd::Var;
@@ -27,8 +30,8 @@
 //! # Ok::<(), anneal_tensor::Error>(())
 //! ```
 
-use anneal_autograd::{Param, Var};
-use anneal_tensor::{Element, Error, Result};
+use anneal_autograd::{is_grad_enabled, Param, Var};
+use anneal_tensor::{Element, Error, Result, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -384,7 +387,8 @@ fn add_opt<T: Element>(a: &Var<T>, b: Option<&Var<T>>) -> Result<Var<T>> {
     }
 }
 
-/// One time step of one layer and direction.
+/// One time step of one layer and direction of an RNN or GRU (the LSTM
+/// runs fused, see [`lstm_direction`]).
 ///
 /// `gi` `[B, G·H]` is this step's input projection `W_ih·x + b_ih`; `h` and
 /// `c` `[B, H]` are the previous states, `None` standing for zeros (the
@@ -396,8 +400,7 @@ fn step<T: Element>(
     w: &RnnWeights<Var<T>>,
     gi: &Var<T>,
     h: Option<&Var<T>>,
-    c: Option<&Var<T>>,
-) -> Result<(Var<T>, Option<Var<T>>)> {
+) -> Result<Var<T>> {
     // W_hh·h + b_hh, all gates at once: [B, G·H], or [G·H] at a zero state.
     let gh = match h {
         Some(h) => Some(h.linear(&w.weight_hh, w.bias_hh.as_ref())?),
@@ -411,21 +414,12 @@ fn step<T: Element>(
                 RnnNonlinearity::Tanh => pre.tanh(),
                 RnnNonlinearity::Relu => pre.relu(),
             };
-            Ok((h_new, None))
+            Ok(h_new)
         }
-        Cell::Lstm => {
-            let gates = add_opt(gi, gh.as_ref())?;
-            let i = cols(&gates, 0, n)?.sigmoid();
-            let g = cols(&gates, 2 * n, n)?.tanh();
-            let o = cols(&gates, 3 * n, n)?.sigmoid();
-            let ig = i.mul(&g)?;
-            let c_new = match c {
-                Some(c) => cols(&gates, n, n)?.sigmoid().mul(c)?.add(&ig)?,
-                None => ig,
-            };
-            let h_new = o.mul(&c_new.tanh())?;
-            Ok((h_new, Some(c_new)))
-        }
+        Cell::Lstm => Err(Error::invalid(
+            cell.name(),
+            "internal: the LSTM runs as one fused node per layer and direction",
+        )),
         Cell::Gru => {
             let gh_rz = gh.as_ref().map(|g| cols(g, 0, 2 * n)).transpose()?;
             let rz = add_opt(&cols(gi, 0, 2 * n)?, gh_rz.as_ref())?.sigmoid();
@@ -441,7 +435,7 @@ fn step<T: Element>(
                 Some(h) => n_gate.add(&z.mul(&h.sub(&n_gate)?)?)?,
                 None => n_gate.sub(&z.mul(&n_gate)?)?,
             };
-            Ok((h_new, None))
+            Ok(h_new)
         }
     }
 }
@@ -514,10 +508,12 @@ fn run<T: Element>(
             (h0, c0)
         }
     };
-    let gates = spec.cell.gates() * hidden;
     let mut dropout_rng = dropout_rng.filter(|_| spec.dropout > 0.0);
+    if lstm {
+        return run_lstm(spec, weights, x, &h0, &c0, dropout_rng);
+    }
+    let gates = spec.cell.gates() * hidden;
     let mut h_n = Vec::with_capacity(cells);
-    let mut c_n = Vec::with_capacity(if lstm { cells } else { 0 });
     // Time-major inside: [T, B, F], so that a time step is a contiguous block.
     let mut layer_in = x.permute(&[1, 0, 2])?;
     for layer in 0..spec.num_layers {
@@ -532,7 +528,7 @@ fn run<T: Element>(
                 .linear(&w.weight_ih, w.bias_ih.as_ref())?
                 .reshape(&[steps, batch, gates])?;
             let gi = unbind0(&gi)?;
-            let (mut h, mut c) = (h0[k].clone(), c0[k].clone());
+            let mut h = h0[k].clone();
             let mut hs = Vec::with_capacity(steps);
             let order: Box<dyn Iterator<Item = usize>> = if dir == 0 {
                 Box::new(0..steps)
@@ -540,10 +536,9 @@ fn run<T: Element>(
                 Box::new((0..steps).rev())
             };
             for t in order {
-                let (h_new, c_new) = step(spec.cell, hidden, w, &gi[t], h.as_ref(), c.as_ref())?;
+                let h_new = step(spec.cell, hidden, w, &gi[t], h.as_ref())?;
                 hs.push(h_new.clone());
                 h = Some(h_new);
-                c = c_new;
             }
             if dir == 1 {
                 hs.reverse();
@@ -551,9 +546,6 @@ fn run<T: Element>(
             let refs: Vec<&Var<T>> = hs.iter().collect();
             outs.push(Var::stack(&refs, 0)?); // [T, B, H]
             h_n.push(h.ok_or_else(|| Error::invalid(name, "internal: no time step ran"))?);
-            if let Some(c) = c {
-                c_n.push(c);
-            }
         }
         layer_in = if dirs == 1 {
             outs.swap_remove(0)
@@ -568,14 +560,126 @@ fn run<T: Element>(
     }
     let out = layer_in.permute(&[1, 0, 2])?;
     let h_refs: Vec<&Var<T>> = h_n.iter().collect();
-    let h_n = Var::stack(&h_refs, 0)?;
-    let c_n = if lstm {
-        let c_refs: Vec<&Var<T>> = c_n.iter().collect();
-        Some(Var::stack(&c_refs, 0)?)
-    } else {
-        None
-    };
-    Ok((out, RnnState { h: h_n, c: c_n }))
+    Ok((out, RnnState::new(Var::stack(&h_refs, 0)?)))
+}
+
+/// An LSTM stack, batch-first throughout: each layer and direction is one
+/// fused node ([`lstm_direction`]); dropout between layers when
+/// `dropout_rng` is given.
+fn run_lstm<T: Element>(
+    spec: &Spec,
+    weights: &[RnnWeights<Var<T>>],
+    x: &Var<T>,
+    h0: &[Option<Var<T>>],
+    c0: &[Option<Var<T>>],
+    mut dropout_rng: Option<&mut StdRng>,
+) -> Result<(Var<T>, RnnState<T>)> {
+    let dirs = spec.dirs();
+    let cells = spec.num_layers * dirs;
+    let (mut h_n, mut c_n) = (Vec::with_capacity(cells), Vec::with_capacity(cells));
+    let mut layer_in = x.clone();
+    for layer in 0..spec.num_layers {
+        let mut outs = Vec::with_capacity(dirs);
+        for dir in 0..dirs {
+            let k = layer * dirs + dir;
+            let (y, h, c) = lstm_direction(
+                &weights[k],
+                &layer_in,
+                h0[k].as_ref(),
+                c0[k].as_ref(),
+                dir == 1,
+            )?;
+            outs.push(y);
+            h_n.push(h);
+            c_n.push(c);
+        }
+        layer_in = if dirs == 1 {
+            outs.swap_remove(0)
+        } else {
+            Var::concat(&[&outs[0], &outs[1]], 2)? // [B, T, fwd H | bwd H]
+        };
+        if layer + 1 < spec.num_layers {
+            if let Some(rng) = dropout_rng.as_deref_mut() {
+                layer_in = layer_in.dropout(spec.dropout, rng)?;
+            }
+        }
+    }
+    let h_refs: Vec<&Var<T>> = h_n.iter().collect();
+    let c_refs: Vec<&Var<T>> = c_n.iter().collect();
+    Ok((
+        layer_in,
+        RnnState::with_cell(Var::stack(&h_refs, 0)?, Var::stack(&c_refs, 0)?),
+    ))
+}
+
+/// One LSTM layer and direction over a batch-first sequence `x`
+/// `[B, T, in]` → output `[B, T, H]`, `h_n` and `c_n` `[B, H]`.
+///
+/// The input projection is one `linear`; the recurrence is one graph node
+/// whose value packs the output and `c_n` (flat, in that order) and whose
+/// backward is [`LstmSequence::backward`](anneal_tensor::LstmSequence::backward);
+/// the three results are slices of it. Without a graph the values are used
+/// directly.
+fn lstm_direction<T: Element>(
+    w: &RnnWeights<Var<T>>,
+    x: &Var<T>,
+    h0: Option<&Var<T>>,
+    c0: Option<&Var<T>>,
+    reverse: bool,
+) -> Result<(Var<T>, Var<T>, Var<T>)> {
+    let gi = x.linear(&w.weight_ih, w.bias_ih.as_ref())?;
+    let seq = gi.value().lstm_sequence(
+        w.weight_hh.value(),
+        w.bias_hh.as_ref().map(Var::value),
+        h0.map(Var::value),
+        c0.map(Var::value),
+        reverse,
+    )?;
+    let mut parents: Vec<&Var<T>> = vec![&gi, &w.weight_hh];
+    let has_bias = w.bias_hh.is_some();
+    parents.extend(w.bias_hh.as_ref());
+    let (has_h0, has_c0) = (h0.is_some(), c0.is_some());
+    parents.extend(h0);
+    parents.extend(c0);
+    if !is_grad_enabled() || !parents.iter().any(|p| p.requires_grad()) {
+        return Ok((
+            Var::constant(seq.output().clone()),
+            Var::constant(seq.h_n().clone()),
+            Var::constant(seq.c_n().clone()),
+        ));
+    }
+    let (b, steps, h) = (
+        seq.output().shape()[0],
+        seq.output().shape()[1],
+        seq.output().shape()[2],
+    );
+    let (n_out, n_state) = (b * steps * h, b * h);
+    let packed = Tensor::concat(
+        &[
+            &seq.output().reshape(&[n_out])?,
+            &seq.c_n().reshape(&[n_state])?,
+        ],
+        0,
+    )?;
+    let node = Var::custom("lstm", packed, &parents, move |g, needs| {
+        let d_out = g.narrow(0, 0, n_out)?.reshape(&[b, steps, h])?;
+        let d_cn = g.narrow(0, n_out, n_state)?.reshape(&[b, h])?;
+        let d = seq.backward(&d_out, None, Some(&d_cn))?;
+        let mut grads = vec![Some(d.gate_inputs), needs[1].then_some(d.w_hh)];
+        let mut i = 2;
+        for (present, grad) in [(has_bias, d.b_hh), (has_h0, d.h0), (has_c0, d.c0)] {
+            if present {
+                grads.push(needs[i].then_some(grad));
+                i += 1;
+            }
+        }
+        Ok(grads)
+    });
+    let y = node.narrow(0, 0, n_out)?.reshape(&[b, steps, h])?;
+    let c_n = node.narrow(0, n_out, n_state)?.reshape(&[b, h])?;
+    let last = if reverse { 0 } else { steps - 1 };
+    let h_n = y.narrow(1, last, 1)?.reshape(&[b, h])?;
+    Ok((y, h_n, c_n))
 }
 
 /// Builder methods shared by the three configurations.

@@ -65,6 +65,7 @@ mod matmul;
 mod parallel;
 mod pool;
 mod reduce;
+mod rnn;
 mod shape;
 mod shape_ops;
 mod simd_math;
@@ -77,6 +78,7 @@ pub use elementwise::{gelu_scalar, gelu_tanh_scalar, sigmoid_scalar};
 pub use error::{Error, Result};
 pub use parallel::PARALLEL_THRESHOLD;
 pub use pool::Pool2dParams;
+pub use rnn::{LstmSequence, LstmSequenceGrads};
 pub use shape::{
     broadcast_shapes, checked_numel, contiguous_strides, normalize_axes, normalize_axis,
     shape_to_string, Dim,
