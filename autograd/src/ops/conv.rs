@@ -102,7 +102,11 @@ impl<T: Element> Var<T> {
                 "expected input [N, Cin, H, W] and weight [Cin, Cout/groups, kH, kW]",
             ));
         }
-        let mut out_shape = vec![xs[0], ws[1] * params.groups.max(1)];
+        let too_large = || Error::shape(op, &[xs, ws], "the output shape overflows usize");
+        let cout = ws[1]
+            .checked_mul(params.groups.max(1))
+            .ok_or_else(too_large)?;
+        let mut out_shape = vec![xs[0], cout];
         for a in 0..2 {
             if output_padding[a] >= params.stride[a] {
                 return Err(Error::invalid(
@@ -113,19 +117,31 @@ impl<T: Element> Var<T> {
                     ),
                 ));
             }
-            let full = (xs[2 + a] as isize - 1) * params.stride[a] as isize
-                + (params.dilation[a] * (ws[2 + a].max(1) - 1)) as isize
-                + output_padding[a] as isize
-                + 1;
-            let extent = full - 2 * params.padding[a] as isize;
-            if xs[2 + a] == 0 || extent <= 0 {
+            // (H − 1)·s + d·(kH − 1) + output_padding + 1 − 2p, in i128 with
+            // checked steps so that no stride, dilation or padding overflows.
+            let [x, s, d, k, o, p] = [
+                xs[2 + a],
+                params.stride[a],
+                params.dilation[a],
+                ws[2 + a].max(1),
+                output_padding[a],
+                params.padding[a],
+            ]
+            .map(|v| v as i128);
+            let extent = (x - 1)
+                .checked_mul(s)
+                .and_then(|v| v.checked_add(d.checked_mul(k - 1)?))
+                .and_then(|v| v.checked_add(o + 1))
+                .and_then(|v| v.checked_sub(2 * p))
+                .ok_or_else(too_large)?;
+            if x == 0 || extent <= 0 {
                 return Err(Error::shape(
                     op,
                     &[xs, ws],
                     format!("output extent {extent} on spatial axis {a} is not positive"),
                 ));
             }
-            out_shape.push(extent as usize);
+            out_shape.push(usize::try_from(extent).map_err(|_| too_large())?);
         }
         let y = self
             .value()
