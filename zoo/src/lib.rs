@@ -16,5 +16,6 @@ pub mod models;
 pub mod plot;
 pub mod registry;
 pub mod trainer;
+pub mod tune;
 
 pub use error::{Error, Result};

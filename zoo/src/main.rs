@@ -6,10 +6,6 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anneal_layers::{load_safetensors, save_safetensors, Module, ModuleExt};
-use anneal_optim::{
-    Adam, AdamConfig, AdamW, AdamWConfig, CosineAnnealingLr, LrSchedule, Optimizer, RmsProp,
-    RmsPropConfig, Sgd, SgdConfig,
-};
 use anneal_quant::{
     quantize_static, quantize_weights, Calibration, LayerScheme, QuantConfig, QuantReport,
 };
@@ -18,6 +14,10 @@ use anneal_zoo::data::{load_digits, stratified_split, Dataset};
 use anneal_zoo::plot::{write_curves, Panel, Series};
 use anneal_zoo::registry::{build_model, defaults_for, MODEL_NAMES};
 use anneal_zoo::trainer::{evaluate, train, History, TrainConfig};
+use anneal_zoo::tune::{
+    digits_tune_split, halving_rounds, schedule_arg, train_run, tune, OptimizerName, RunConfig,
+    ScheduleName, TrainFile, TuneConfig,
+};
 use anneal_zoo::{Error, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -41,6 +41,35 @@ enum Command {
     Compare(CompareArgs),
     /// Time the reference workloads at 1 and 2 threads and print one table.
     Bench(BenchArgs),
+    /// Search optimiser, learning rate, schedule, L2 and dropout by
+    /// successive halving on a validation split; write the best as JSON.
+    Tune(TuneArgs),
+}
+
+#[derive(Args)]
+struct TuneArgs {
+    /// Model to tune.
+    #[arg(long, default_value = "small-cnn")]
+    model: String,
+    /// Configurations in the first round (the better half goes on each round).
+    #[arg(long, default_value_t = 8)]
+    configs: usize,
+    /// Epochs of the first round (doubled each round).
+    #[arg(long, default_value_t = 1)]
+    min_epochs: usize,
+    /// Mini-batch size of every run.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Seed of the sampling, the validation split and the training.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Sample every configuration (configuration 0 is otherwise `anneal
+    /// train`'s defaults).
+    #[arg(long)]
+    no_defaults: bool,
+    /// Output folder for best.json and the finalists' curves.
+    #[arg(long, default_value = "anneal-out")]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -96,20 +125,6 @@ struct QuantizeArgs {
     config: Option<PathBuf>,
 }
 
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
-enum OptimizerName {
-    Sgd,
-    Adam,
-    Adamw,
-    Rmsprop,
-}
-
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
-enum ScheduleName {
-    Constant,
-    Cosine,
-}
-
 #[derive(Args, Clone)]
 struct TrainArgs {
     /// Model: small-cnn, source-cnn, lstm, gru or transformer.
@@ -142,6 +157,11 @@ struct TrainArgs {
     /// Output folder for weights, checkpoints and curves.
     #[arg(long, default_value = "anneal-out")]
     out: PathBuf,
+    /// JSON file of train settings (e.g. `anneal tune`'s best.json, fields
+    /// named as the flags, `batch_size` with an underscore): its fields
+    /// replace the flags' defaults; a flag also given must agree with it.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -194,18 +214,6 @@ fn digits_split() -> Result<(Dataset, Dataset)> {
     let data = load_digits()?;
     let split = stratified_split(&data.labels, 0.2, 0)?;
     Ok((data.subset(&split.train)?, data.subset(&split.test)?))
-}
-
-fn make_optimizer(name: OptimizerName, lr: f64) -> Result<Box<dyn Optimizer<f32>>> {
-    Ok(match name {
-        OptimizerName::Sgd => Box::new(Sgd::new(SgdConfig {
-            momentum: 0.9,
-            ..SgdConfig::new(lr)
-        })?),
-        OptimizerName::Adam => Box::new(Adam::new(AdamConfig::new(lr))?),
-        OptimizerName::Adamw => Box::new(AdamW::new(AdamWConfig::new(lr))?),
-        OptimizerName::Rmsprop => Box::new(RmsProp::new(RmsPropConfig::new(lr))?),
-    })
 }
 
 /// Bytes of the parameters and buffers as stored in f32.
@@ -312,29 +320,117 @@ struct Trained {
 
 fn run_training(a: &TrainArgs, progress: bool) -> Result<Trained> {
     let (lr, epochs) = validate(a)?;
-    let (train_set, test) = digits_split()?;
-    let mut model = build_model(&a.model, a.dropout, a.seed)?;
-    let mut opt = make_optimizer(a.optimizer, lr)?;
-    let mut cosine = CosineAnnealingLr::new(lr, epochs, 0.0)?;
-    let schedule: Option<&mut dyn LrSchedule> = match a.schedule {
-        ScheduleName::Constant => None,
-        ScheduleName::Cosine => Some(&mut cosine),
-    };
-    let cfg = TrainConfig {
+    let config = RunConfig {
+        model: a.model.clone(),
+        optimizer: a.optimizer,
+        lr,
+        schedule: a.schedule,
         epochs,
         batch_size: a.batch_size,
-        seed: a.seed,
         l2: a.l2,
+        dropout: a.dropout,
+        seed: a.seed,
+    };
+    let (train_set, test) = digits_split()?;
+    let mut run = config.build(train_set.len())?;
+    let cfg = TrainConfig {
         progress,
         checkpoint_dir: Some(a.out.join("checkpoints")),
-        ..Default::default()
+        ..config.train_config()
     };
-    let history = train(&mut model, &mut *opt, schedule, &train_set, &test, &cfg)?;
+    let history = train(
+        &mut *run.model,
+        &mut *run.optimizer,
+        schedule_arg(&mut run.schedule),
+        &train_set,
+        &test,
+        &cfg,
+    )?;
     Ok(Trained {
-        model,
+        model: run.model,
         history,
         test,
     })
+}
+
+/// A value as the CLI and the JSON file write it.
+trait Shown {
+    fn shown(&self) -> String;
+}
+
+macro_rules! shown_by_display {
+    ($($t:ty),*) => {$(impl Shown for $t {
+        fn shown(&self) -> String {
+            self.to_string()
+        }
+    })*};
+}
+shown_by_display!(String, f64, usize, u64);
+
+impl Shown for OptimizerName {
+    fn shown(&self) -> String {
+        self.name().into()
+    }
+}
+
+impl Shown for ScheduleName {
+    fn shown(&self) -> String {
+        self.name().into()
+    }
+}
+
+impl Shown for PathBuf {
+    fn shown(&self) -> String {
+        self.display().to_string()
+    }
+}
+
+impl<T: Shown> Shown for Option<T> {
+    fn shown(&self) -> String {
+        self.as_ref().map_or("null".into(), Shown::shown)
+    }
+}
+
+/// `train --config FILE`: the file's fields replace the flags' defaults; a
+/// flag given on the command line as well must have the file's value, or
+/// it is an error naming both.
+fn with_config(a: &TrainArgs, matches: Option<&clap::ArgMatches>) -> Result<TrainArgs> {
+    let Some(path) = &a.config else {
+        return Ok(a.clone());
+    };
+    let file = TrainFile::load(path)?;
+    let given = |id: &str| {
+        matches.is_some_and(|m| m.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
+    };
+    let mut b = a.clone();
+    macro_rules! take {
+        ($field:ident, $flag:literal, $value:expr) => {
+            if let Some(v) = $value {
+                if given(stringify!($field)) && b.$field != v {
+                    return Err(Error::Invalid(format!(
+                        "--{} {} contradicts \"{}\": {} in {}; drop one or make them agree",
+                        $flag,
+                        b.$field.shown(),
+                        stringify!($field),
+                        v.shown(),
+                        path.display()
+                    )));
+                }
+                b.$field = v;
+            }
+        };
+    }
+    take!(model, "model", file.model);
+    take!(optimizer, "optimizer", file.optimizer);
+    take!(lr, "lr", file.lr.map(Some));
+    take!(schedule, "schedule", file.schedule);
+    take!(epochs, "epochs", file.epochs.map(Some));
+    take!(batch_size, "batch-size", file.batch_size);
+    take!(l2, "l2", file.l2);
+    take!(dropout, "dropout", file.dropout);
+    take!(seed, "seed", file.seed);
+    take!(out, "out", file.out);
+    Ok(b)
 }
 
 fn cmd_train(a: &TrainArgs) -> Result<()> {
@@ -552,6 +648,7 @@ fn cmd_compare(a: &CompareArgs) -> Result<()> {
         dropout: None,
         seed: a.seed,
         out: a.out.join("compare"),
+        config: None,
     };
     let runs: Vec<(String, TrainArgs)> = match a.what {
         CompareWhat::Optimizers => [
@@ -658,10 +755,128 @@ fn cmd_bench(a: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
+fn cmd_tune(a: &TuneArgs) -> Result<()> {
+    let cfg = TuneConfig {
+        model: a.model.clone(),
+        configs: a.configs,
+        min_epochs: a.min_epochs,
+        batch_size: a.batch_size,
+        seed: a.seed,
+        include_defaults: !a.no_defaults,
+    };
+    let base = cfg.baseline()?;
+    let rounds = halving_rounds(a.configs, a.min_epochs)?;
+    let data = digits_tune_split(a.seed)?;
+    let plan: Vec<String> = rounds
+        .iter()
+        .map(|r| format!("{}×{}", r.configs, r.epochs))
+        .collect();
+    println!(
+        "anneal tune: {} on the UCI digits ({} train / {} validation / {} test images), {} configurations × epochs {}, seed {}",
+        a.model,
+        data.train.len(),
+        data.val.len(),
+        data.test.len(),
+        a.configs,
+        plan.join(" → "),
+        a.seed
+    );
+    let start = Instant::now();
+    let result = tune(&cfg, &data.train, &data.val, &data.test, &mut |p| {
+        let t = p.trial;
+        let score = match &t.diverged {
+            Some(why) => format!("diverged ({why})"),
+            None => format!(
+                "val acc {:.2}%  loss {:.4}",
+                t.val_accuracy * 100.0,
+                t.val_loss
+            ),
+        };
+        eprintln!(
+            "[{:>3}/{}] round {}/{}  #{:<3} {:<46} {} epochs  {score}  ({:.1} s)",
+            p.done,
+            p.total,
+            p.round + 1,
+            p.rounds,
+            t.index,
+            t.config.summary(),
+            t.epochs,
+            p.seconds
+        );
+    })?;
+    let seconds = start.elapsed().as_secs_f64();
+    println!("\n{}", result.table());
+    let winner = &result.leaderboard[0];
+    // The defaults' run is bit-identical whether it went on in stretches
+    // inside the search or runs once here.
+    let (base_acc, base_loss) = match result
+        .leaderboard
+        .iter()
+        .find(|t| cfg.include_defaults && t.index == 0 && t.epochs == base.epochs)
+    {
+        Some(t) => (t.val_accuracy, t.val_loss),
+        None => {
+            eprintln!(
+                "training the defaults for {} epochs to compare …",
+                base.epochs
+            );
+            let h = train_run(&base, &data.train, &data.val)?;
+            let last = h
+                .epochs
+                .last()
+                .ok_or_else(|| Error::Invalid("no epoch ran".into()))?;
+            (last.eval_accuracy, last.eval_loss)
+        }
+    };
+    println!(
+        "winner #{}: val acc {:.2}%, loss {:.4}; `anneal train` defaults ({}) for {} epochs: val acc {:.2}%, loss {:.4} ({:+.2} points)",
+        winner.index,
+        winner.val_accuracy * 100.0,
+        winner.val_loss,
+        base.summary(),
+        base.epochs,
+        base_acc * 100.0,
+        base_loss,
+        (winner.val_accuracy - base_acc) * 100.0
+    );
+    println!(
+        "winner on the test split (its only use): accuracy {:.2}%, loss {:.4}",
+        result.test_accuracy * 100.0,
+        result.test_loss
+    );
+    std::fs::create_dir_all(&a.out).map_err(|source| Error::Io {
+        path: a.out.clone(),
+        source,
+    })?;
+    let best = a.out.join("best.json");
+    std::fs::write(&best, result.best.to_json()).map_err(|source| Error::Io {
+        path: best.clone(),
+        source,
+    })?;
+    let stem = a.out.join("tune-curves");
+    result.write_curves(&stem)?;
+    println!(
+        "best: {}  finalists' curves: {}  ({seconds:.1} s)\nre-run on the whole training split: anneal train --config {}",
+        best.display(),
+        stem.with_extension("svg").display(),
+        best.display()
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e
+            .format(&mut <Cli as clap::CommandFactory>::command())
+            .exit(),
+    };
     let result = match &cli.command {
-        Command::Train(a) => cmd_train(a),
+        Command::Train(a) => {
+            with_config(a, matches.subcommand_matches("train")).and_then(|a| cmd_train(&a))
+        }
+        Command::Tune(a) => cmd_tune(a),
         Command::Eval(a) => cmd_eval(a),
         Command::Quantize(a) => cmd_quantize(a),
         Command::Compare(a) => cmd_compare(a),

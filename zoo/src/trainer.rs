@@ -43,6 +43,9 @@ pub struct TrainConfig {
     pub progress: bool,
     /// Where to keep the best checkpoint (lowest evaluation loss).
     pub checkpoint_dir: Option<PathBuf>,
+    /// Step the schedule before every mini-batch (step `t` is the run's
+    /// `t`-th batch, as one-cycle expects) instead of before every epoch.
+    pub schedule_per_batch: bool,
 }
 
 impl Default for TrainConfig {
@@ -59,6 +62,7 @@ impl Default for TrainConfig {
             skip_nonfinite: false,
             progress: false,
             checkpoint_dir: None,
+            schedule_per_batch: false,
         }
     }
 }
@@ -76,7 +80,8 @@ pub struct EpochRecord {
     pub eval_loss: f64,
     /// Evaluation accuracy on the held-out data.
     pub eval_accuracy: f64,
-    /// Learning rate used in this epoch.
+    /// Learning rate used in this epoch (its first batch's when the
+    /// schedule steps per batch).
     pub lr: f64,
     /// Training throughput, samples per second.
     pub samples_per_second: f64,
@@ -240,6 +245,43 @@ where
     run(model, opt, schedule, train, eval, cfg, st)
 }
 
+/// Trains epochs `start_epoch..cfg.epochs` of a run whose model, optimiser
+/// and schedule are still in memory after its first `start_epoch` epochs
+/// (successive halving continues its survivors this way).
+///
+/// Shuffling, dropout masks and the schedule depend only on the seed and the
+/// epoch, so the weights end bit-identical to one uninterrupted [`train`]
+/// call with `cfg.epochs` epochs. The returned history, early stopping and
+/// the best checkpoint see only this call's epochs. Errors when
+/// `start_epoch > cfg.epochs`.
+pub fn train_epochs<M, O>(
+    model: &mut M,
+    opt: &mut O,
+    schedule: Option<&mut dyn LrSchedule>,
+    train: &Dataset,
+    eval: &Dataset,
+    cfg: &TrainConfig,
+    start_epoch: usize,
+) -> Result<History>
+where
+    M: Module<f32> + ?Sized,
+    O: Optimizer<f32> + ?Sized,
+{
+    if start_epoch > cfg.epochs {
+        return Err(Error::Invalid(format!(
+            "train_epochs: start epoch {start_epoch} is past the run's {} epochs",
+            cfg.epochs
+        )));
+    }
+    let st = TrainerState {
+        next_epoch: start_epoch,
+        best_loss: f64::INFINITY,
+        best_epoch: None,
+        bad_epochs: 0,
+    };
+    run(model, opt, schedule, train, eval, cfg, st)
+}
+
 /// Continues a run from the checkpoint `tag` (`"last"` or `"best"`) in
 /// `cfg.checkpoint_dir`: restores the model, the optimiser state, the
 /// schedule position and the early-stopping counters, then trains the
@@ -310,7 +352,11 @@ where
     };
     for epoch in st.next_epoch..cfg.epochs {
         if let Some(s) = schedule.as_deref_mut() {
-            s.set_step(epoch);
+            s.set_step(if cfg.schedule_per_batch {
+                epoch * batches_per_epoch
+            } else {
+                epoch
+            });
             opt.set_learning_rate(s.lr());
         }
         let lr = opt.learning_rate();
@@ -320,6 +366,10 @@ where
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         for (b, chunk) in order.chunks(cfg.batch_size).enumerate() {
             let step = epoch * batches_per_epoch + b;
+            if let (true, Some(s)) = (cfg.schedule_per_batch, schedule.as_deref_mut()) {
+                s.set_step(step);
+                opt.set_learning_rate(s.lr());
+            }
             let x = Var::constant(train.inputs.index_select(0, chunk)?);
             let y: Vec<usize> = chunk.iter().map(|&i| train.labels[i]).collect();
             let targets = Tensor::from_vec(y.clone(), &[y.len()])?;
