@@ -1093,9 +1093,10 @@ impl QuantConfig {
         }
     }
 
-    /// Writes [`QuantConfig::to_json`] to `path`.
+    /// Writes [`QuantConfig::to_json`] to `path` atomically (a temporary
+    /// file renamed over it), so an interrupted save keeps the previous plan.
     pub fn save_json(&self, path: &Path) -> Result<()> {
-        std::fs::write(path, self.to_json() + "\n").map_err(|e| {
+        anneal_layers::write_atomically(path, (self.to_json() + "\n").as_bytes()).map_err(|e| {
             Error::invalid("QuantConfig::save_json", format!("{}: {e}", path.display()))
         })
     }
