@@ -123,7 +123,12 @@ unsafe fn drive(
         return;
     }
     let mut pb = PACK_B.with(|p| std::mem::take(&mut *p.borrow_mut()));
-    pb.resize(NC.div_ceil(NR) * NR * KC, 0.0);
+    // Sized for this product, not the largest block: per-thread buffers
+    // persist, so they should not outgrow what the GEMMs actually need.
+    let need_b = NC.min(n).div_ceil(NR) * NR * KC.min(k);
+    if pb.len() < need_b {
+        pb.resize(need_b, 0.0);
+    }
     let (ap, out) = (OutPtr(a as *mut f32), OutPtr(c));
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
@@ -144,7 +149,10 @@ unsafe fn drive(
                 let ic = blk * MC;
                 let mc = MC.min(m - ic);
                 let mut pa = PACK_A.with(|p| std::mem::take(&mut *p.borrow_mut()));
-                pa.resize(MC.div_ceil(MR) * MR * KC, 0.0);
+                let need_a = MC.min(m).div_ceil(MR) * MR * KC.min(k);
+                if pa.len() < need_a {
+                    pa.resize(need_a, 0.0);
+                }
                 // SAFETY: rows ic..ic+mc of A and C belong to this block only.
                 unsafe {
                     pack_a(
