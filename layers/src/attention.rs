@@ -42,9 +42,12 @@ pub fn causal_mask(len: usize) -> Result<Tensor<bool>> {
 /// `torch.nn.functional.scaled_dot_product_attention(is_causal=True)`).
 fn causal_mask_rect(lq: usize, lk: usize) -> Result<Tensor<bool>> {
     let n = anneal_tensor::checked_numel("causal_mask", &[lq, lk])?;
-    let data = (0..n)
-        .map(|idx| idx % lk.max(1) > idx / lk.max(1))
-        .collect();
+    let mut data = Vec::new();
+    data.try_reserve_exact(n).map_err(|_| Error::TooLarge {
+        op: "causal_mask",
+        shape: vec![lq, lk],
+    })?;
+    data.extend((0..n).map(|idx| idx % lk.max(1) > idx / lk.max(1)));
     Tensor::from_vec(data, &[lq, lk])
 }
 

@@ -59,7 +59,7 @@ pub fn gradcheck_module<M: Module<f64>>(
     eps: f64,
     tol: f64,
 ) -> Result<std::result::Result<(), ModuleGradcheckFailure>> {
-    if !(eps > 0.0 && tol >= 0.0) {
+    if !(eps > 0.0 && eps.is_finite() && tol >= 0.0) {
         return Err(Error::invalid(
             "gradcheck_module",
             format!("eps {eps} must be positive and tol {tol} non-negative"),

@@ -50,8 +50,17 @@ pub fn fan_in_out(shape: &[usize]) -> Result<(usize, usize)> {
             "fan in and fan out need a tensor of rank ≥ 2",
         ));
     }
-    let receptive: usize = shape[2..].iter().product();
-    Ok((shape[1] * receptive, shape[0] * receptive))
+    let too_large = || Error::TooLarge {
+        op: "init",
+        shape: shape.to_vec(),
+    };
+    let receptive = shape[2..]
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(too_large)?;
+    let fan_in = shape[1].checked_mul(receptive).ok_or_else(too_large)?;
+    let fan_out = shape[0].checked_mul(receptive).ok_or_else(too_large)?;
+    Ok((fan_in, fan_out))
 }
 
 /// Uniform samples in `[-bound, bound)`.
@@ -72,7 +81,7 @@ pub fn xavier_uniform<T: Element>(
     rng: &mut impl Rng,
 ) -> Result<Tensor<T>> {
     let (fi, fo) = fan_in_out(shape)?;
-    uniform(shape, gain * (6.0 / (fi + fo) as f64).sqrt(), rng)
+    uniform(shape, gain * (6.0 / (fi as f64 + fo as f64)).sqrt(), rng)
 }
 
 /// Xavier/Glorot normal: `N(0, σ²)`, `σ = gain·√(2/(fan_in + fan_out))`.
@@ -82,7 +91,7 @@ pub fn xavier_normal<T: Element>(
     rng: &mut impl Rng,
 ) -> Result<Tensor<T>> {
     let (fi, fo) = fan_in_out(shape)?;
-    normal(shape, gain * (2.0 / (fi + fo) as f64).sqrt(), rng)
+    normal(shape, gain * (2.0 / (fi as f64 + fo as f64)).sqrt(), rng)
 }
 
 fn kaiming_std(shape: &[usize], mode: FanMode, nl: Nonlinearity) -> Result<f64> {
@@ -129,44 +138,54 @@ pub fn orthogonal<T: Element>(shape: &[usize], gain: f64, rng: &mut impl Rng) ->
             "needs a tensor of rank ≥ 2",
         ));
     }
+    let op = "orthogonal init";
+    let numel = anneal_tensor::checked_numel(op, shape)?;
+    // Both buffers are reserved up front, so a shape the allocator cannot
+    // hold is an error rather than an abort.
+    let mut out = Tensor::<T>::zeros(shape)?;
     let rows = shape[0];
-    let cols: usize = shape[1..].iter().product();
-    // Orthonormalise the columns of a tall (n × k) Gaussian matrix, k ≤ n.
+    let cols = numel.checked_div(rows).unwrap_or(0);
+    // Orthonormalise the columns of a tall (n × k) Gaussian matrix, k ≤ n,
+    // stored column after column: column j is q[j·n..(j + 1)·n].
     let (n, k) = if rows < cols {
         (cols, rows)
     } else {
         (rows, cols)
     };
-    let mut q: Vec<Vec<f64>> = (0..k)
-        .map(|_| (0..n).map(|_| StandardNormal.sample(rng)).collect())
-        .collect();
+    let mut q: Vec<f64> = Vec::new();
+    q.try_reserve_exact(n * k).map_err(|_| Error::TooLarge {
+        op,
+        shape: shape.to_vec(),
+    })?;
+    q.extend((0..n * k).map(|_| -> f64 { StandardNormal.sample(rng) }));
     for j in 0..k {
-        for i in 0..j {
-            let (done, rest) = q.split_at_mut(j);
-            let (qi, qj) = (&done[i], &mut rest[0]);
+        let (done, rest) = q.split_at_mut(j * n);
+        let qj = &mut rest[..n];
+        for qi in done.chunks_exact(n) {
             let dot: f64 = qi.iter().zip(qj.iter()).map(|(a, b)| a * b).sum();
             for (b, a) in qj.iter_mut().zip(qi) {
                 *b -= dot * a;
             }
         }
-        let norm = q[j].iter().map(|v| v * v).sum::<f64>().sqrt();
+        let norm = qj.iter().map(|v| v * v).sum::<f64>().sqrt();
         if norm == 0.0 {
-            return Err(Error::invalid(
-                "orthogonal init",
-                "degenerate random matrix",
-            ));
+            return Err(Error::invalid(op, "degenerate random matrix"));
         }
-        q[j].iter_mut().for_each(|v| *v /= norm);
+        qj.iter_mut().for_each(|v| *v /= norm);
     }
-    let mut data = vec![T::zero(); rows * cols];
+    let data = out.data_mut();
     for r in 0..rows {
         for c in 0..cols {
             // Q is n × k with orthonormal columns; transpose when rows < cols.
-            let v = if rows < cols { q[r][c] } else { q[c][r] };
+            let v = if rows < cols {
+                q[r * n + c]
+            } else {
+                q[c * n + r]
+            };
             data[r * cols + c] = T::from_f64_lossy(gain * v);
         }
     }
-    Tensor::from_vec(data, shape)
+    Ok(out)
 }
 
 /// PyTorch's default for Linear/Conv weights: `kaiming_uniform_(a=√5)`,

@@ -35,26 +35,30 @@ impl BatchNormConfig {
     /// Builds the layer: weight 1, bias 0, running mean 0, running var 1.
     pub fn init<T: Element>(&self) -> Result<BatchNorm<T>> {
         if self.num_features == 0
-            || self.eps.is_nan()
+            || !self.eps.is_finite()
             || self.eps < 0.0
             || self.momentum.is_some_and(|m| !(0.0..=1.0).contains(&m))
         {
             return Err(Error::invalid(
                 "BatchNorm",
                 format!(
-                    "num_features {} must be positive, eps {} ≥ 0 and momentum {:?} in [0, 1]",
+                    "num_features {} must be positive, eps {} finite and ≥ 0 and momentum {:?} in [0, 1]",
                     self.num_features, self.eps, self.momentum
                 ),
             ));
         }
         let c = self.num_features;
+        let (weight, bias) = if self.affine {
+            (
+                Some(Param::new(Tensor::ones(&[c])?)),
+                Some(Param::new(Tensor::zeros(&[c])?)),
+            )
+        } else {
+            (None, None)
+        };
         Ok(BatchNorm {
-            weight: self
-                .affine
-                .then(|| Param::new(Tensor::ones(&[c]).expect("small shape"))),
-            bias: self
-                .affine
-                .then(|| Param::new(Tensor::zeros(&[c]).expect("small shape"))),
+            weight,
+            bias,
             running_mean: Tensor::zeros(&[c])?,
             running_var: Tensor::ones(&[c])?,
             num_batches_tracked: 0,
@@ -239,9 +243,12 @@ impl<T: Element> LayerNorm<T> {
 
     /// Explicit eps and affine flag.
     pub fn with_options(normalized_shape: &[usize], eps: f64, affine: bool) -> Result<Self> {
-        if normalized_shape.is_empty() || normalized_shape.contains(&0) || eps.is_nan() || eps < 0.0
+        if normalized_shape.is_empty()
+            || normalized_shape.contains(&0)
+            || !eps.is_finite()
+            || eps < 0.0
         {
-            return Err(Error::invalid("LayerNorm", format!("normalized_shape {normalized_shape:?} must be non-empty and positive, eps {eps} ≥ 0")));
+            return Err(Error::invalid("LayerNorm", format!("normalized_shape {normalized_shape:?} must be non-empty and positive, eps {eps} finite and ≥ 0")));
         }
         Ok(LayerNorm {
             weight: if affine {

@@ -64,19 +64,22 @@ impl<T: Element> SinusoidalPositionalEncoding<T> {
                 "d_model must be positive",
             ));
         }
-        let n = anneal_tensor::checked_numel("SinusoidalPositionalEncoding", &[max_len, d_model])?;
-        let mut data = Vec::with_capacity(n);
-        for pos in 0..max_len {
-            for j in 0..d_model {
-                let two_i = (j - j % 2) as f64;
-                let angle = pos as f64 / 10000f64.powf(two_i / d_model as f64);
-                let v = if j % 2 == 0 { angle.sin() } else { angle.cos() };
-                data.push(T::from_f64_lossy(v));
-            }
+        // Allocated fallibly first: a table the allocator cannot hold is an
+        // error, not an abort.
+        let mut table = Tensor::<T>::zeros(&[max_len, d_model]).map_err(|e| match e {
+            Error::TooLarge { shape, .. } => Error::TooLarge {
+                op: "SinusoidalPositionalEncoding",
+                shape,
+            },
+            e => e,
+        })?;
+        for (k, v) in table.data_mut().iter_mut().enumerate() {
+            let (pos, j) = (k / d_model, k % d_model);
+            let two_i = (j - j % 2) as f64;
+            let angle = pos as f64 / 10000f64.powf(two_i / d_model as f64);
+            *v = T::from_f64_lossy(if j % 2 == 0 { angle.sin() } else { angle.cos() });
         }
-        Ok(SinusoidalPositionalEncoding {
-            table: Tensor::from_vec(data, &[max_len, d_model])?,
-        })
+        Ok(SinusoidalPositionalEncoding { table })
     }
 
     /// The table `PE` `[max_len, d]`.

@@ -132,8 +132,29 @@ impl Spec {
             ));
         }
         let bound = 1.0 / (self.hidden_size as f64).sqrt();
-        let gh = self.cell.gates() * self.hidden_size;
-        let mut weights = Vec::with_capacity(self.num_layers * self.dirs());
+        let too_large = || {
+            Error::invalid(
+                name,
+                format!(
+                    "{} layers of hidden_size {} do not fit in memory",
+                    self.num_layers, self.hidden_size
+                ),
+            )
+        };
+        // `layer_input` multiplies hidden_size by the directions.
+        self.hidden_size
+            .checked_mul(self.dirs())
+            .ok_or_else(too_large)?;
+        let gh = self
+            .cell
+            .gates()
+            .checked_mul(self.hidden_size)
+            .ok_or_else(too_large)?;
+        let mut weights = Vec::new();
+        self.num_layers
+            .checked_mul(self.dirs())
+            .and_then(|n| weights.try_reserve_exact(n).ok())
+            .ok_or_else(too_large)?;
         for layer in 0..self.num_layers {
             for _ in 0..self.dirs() {
                 let mut draw = |shape: &[usize]| -> Result<Param<T>> {

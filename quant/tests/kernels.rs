@@ -619,3 +619,34 @@ fn epilogue_special_values_agree() {
         assert_eq!(q, want_q, "{path:?}");
     }
 }
+
+/// Issue 8's int8 problem (Linear 1024→1024, batch 64, x ~ N(0, 1),
+/// W ~ 0.03·N(0, 1), as `anneal bench` runs it): our dynamic int8 error
+/// must not exceed ONNX Runtime's on the same problem. ORT 1.32's
+/// `quantize_dynamic` measured here (zoo/benches/pytorch_reference.py,
+/// numpy inputs): max abs error 0.0595 with its defaults (per-tensor
+/// weights), 0.0520 per-channel. The issue's 0.0045 is not reachable with
+/// 8-bit activations on N(0, 1) inputs: the activation step alone is
+/// ≈ 9.4/255, giving an output error std of ≈ 0.035/√12·0.03·√1024 ≈ 0.0097.
+#[test]
+fn dynamic_int8_error_on_the_benchmark_problem_within_onnx_runtime() {
+    let (m, n, k) = (64, 1024, 1024);
+    let x = anneal_tensor::Tensor::<f32>::randn_seeded(&[m, k], 10).unwrap();
+    let w = anneal_tensor::Tensor::<f32>::randn_seeded(&[n, k], 9)
+        .unwrap()
+        .mul_scalar(0.03);
+    let exact = x.linear(&w, None).unwrap();
+    let (packed, scales) = PackedWeightsI8::from_f32_per_channel(w.as_slice(), n, k).unwrap();
+    let mut y = vec![0f32; m * n];
+    linear_dynamic_int8(x.as_slice(), &packed, &scales, None, &mut y).unwrap();
+    let max_err = y
+        .iter()
+        .zip(exact.as_slice())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    eprintln!("dynamic int8 max abs error {max_err}");
+    assert!(
+        max_err > 0.0 && max_err <= 0.0595,
+        "max abs error {max_err}"
+    );
+}
