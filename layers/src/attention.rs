@@ -392,6 +392,25 @@ fn split_heads<T: Element>(x: &Var<T>, n: usize, heads: usize) -> Result<Vec<Var
         .collect()
 }
 
+/// `x·Wᵀ + b` for `x` `[.., in]` with its leading axes flattened into the
+/// rows of one GEMM (and its backward's), then restored: a 3-D input would
+/// otherwise be multiplied one batch entry at a time in the backward pass.
+pub(crate) fn linear_rows<T: Element>(
+    x: &Var<T>,
+    w: &Var<T>,
+    b: Option<&Var<T>>,
+) -> Result<Var<T>> {
+    if x.rank() <= 2 {
+        return x.linear(w, b);
+    }
+    let s = x.shape();
+    let rows = s[..s.len() - 1].iter().product();
+    let y = x.reshape(&[rows, s[s.len() - 1]])?.linear(w, b)?;
+    let mut out = s.to_vec();
+    *out.last_mut().expect("rank ≥ 3") = y.shape()[1];
+    y.reshape(&out)
+}
+
 /// The input projection of chunks `first..first + n` (0 = q, 1 = k, 2 = v).
 fn project<T: Element>(
     x: &Var<T>,
@@ -402,14 +421,14 @@ fn project<T: Element>(
 ) -> Result<Vec<Var<T>>> {
     let e = vars.in_w.shape()[1];
     let y = if n == 3 {
-        x.linear(&vars.in_w, vars.in_b.as_ref())?
+        linear_rows(x, &vars.in_w, vars.in_b.as_ref())?
     } else {
         let w = vars.in_w.narrow(0, first * e, n * e)?;
         let b = match &vars.in_b {
             Some(b) => Some(b.narrow(0, first * e, n * e)?),
             None => None,
         };
-        x.linear(&w, b.as_ref())?
+        linear_rows(x, &w, b.as_ref())?
     };
     split_heads(&y, n, heads)
 }
@@ -506,8 +525,34 @@ pub(crate) fn attention<T: Element>(
     let d = e / h;
     let mask = combined_mask(ctx, [b, h, lq, lk], opts, [qs, ks])?;
 
+    let need_weights = |attn: &Tensor<T>| -> Result<Option<Tensor<T>>> {
+        Ok(if !opts.need_weights {
+            None
+        } else if opts.average_attn_weights {
+            Some(attn.mean_axes(&[1], false)?)
+        } else {
+            Some(attn.clone())
+        })
+    };
+    let self_attention = query.id() == key.id() && key.id() == value.id();
+    if self_attention && !dropout.as_ref().is_some_and(|d| d.p() > 0.0) {
+        // One projection, then steps 3–6 as one node that reads the heads in
+        // place and writes them merged (no head copies, no permutes).
+        let qkv = linear_rows(query, &vars.in_w, vars.in_b.as_ref())?;
+        let att = qkv.value().self_attention(h, mask.as_ref())?;
+        let weights = need_weights(att.probs())?;
+        let merged = Var::custom(
+            "self_attention",
+            att.output().clone(),
+            &[&qkv],
+            move |g, _| Ok(vec![Some(att.backward(g)?)]),
+        );
+        let out = linear_rows(&merged, &vars.out_w, vars.out_b.as_ref())?;
+        return Ok((out, weights));
+    }
+
     // 1–2. Input projection, fused where the inputs coincide.
-    let (q, k, v) = if query.id() == key.id() && key.id() == value.id() {
+    let (q, k, v) = if self_attention {
         let mut qkv = project(query, vars, 0, 3, h)?.into_iter();
         (qkv.next(), qkv.next(), qkv.next())
     } else if key.id() == value.id() {
@@ -544,15 +589,8 @@ pub(crate) fn attention<T: Element>(
         .matmul(&v)?
         .permute(&[0, 2, 1, 3])?
         .reshape(&[b, lq, e])?;
-    let out = merged.linear(&vars.out_w, vars.out_b.as_ref())?;
-    let weights = if !opts.need_weights {
-        None
-    } else if opts.average_attn_weights {
-        Some(attn.value().mean_axes(&[1], false)?)
-    } else {
-        Some(attn.value().clone())
-    };
-    Ok((out, weights))
+    let out = linear_rows(&merged, &vars.out_w, vars.out_b.as_ref())?;
+    Ok((out, need_weights(attn.value())?))
 }
 
 /// Unbatched inputs `[L, E]`: run as a batch of one and drop the batch axis.

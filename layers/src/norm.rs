@@ -267,25 +267,70 @@ impl<T: Element> LayerNorm<T> {
     }
 }
 
+/// `(x − mean)/√(var + eps)⊙weight + bias` over the trailing
+/// `normalized_shape` of `x` (biased variance), as one graph node with a
+/// hand-written backward ([`Tensor::layer_norm`]). `layer` names the caller
+/// in errors.
+pub(crate) fn layer_norm<T: Element>(
+    layer: &'static str,
+    x: &Var<T>,
+    normalized_shape: &[usize],
+    weight: Option<&Var<T>>,
+    bias: Option<&Var<T>>,
+    eps: f64,
+) -> Result<Var<T>> {
+    let k = normalized_shape.len();
+    if x.rank() < k || x.shape()[x.rank() - k..] != normalized_shape[..] {
+        return Err(Error::shape(
+            layer,
+            &[x.shape(), normalized_shape],
+            "input must end with normalized_shape",
+        ));
+    }
+    let n = normalized_shape.iter().product();
+    let ln = x
+        .value()
+        .layer_norm(n, weight.map(Var::value), bias.map(Var::value), eps)?;
+    let mut parents = vec![x];
+    parents.extend(weight);
+    parents.extend(bias);
+    let shapes: Vec<Vec<usize>> = parents[1..].iter().map(|p| p.shape().to_vec()).collect();
+    let has_weight = weight.is_some();
+    Ok(Var::custom(
+        "layer_norm",
+        ln.output().clone(),
+        &parents,
+        move |g, needs| {
+            let d = ln.backward(g, needs[1..].iter().any(|&n| n))?;
+            let mut grads = vec![needs[0].then_some(d.input)];
+            let params = [d.weight, d.bias]
+                .into_iter()
+                .skip(usize::from(!has_weight));
+            for ((grad, shape), &need) in params.zip(&shapes).zip(&needs[1..]) {
+                grads.push(match grad {
+                    Some(t) if need => Some(t.reshape(shape)?),
+                    _ => None,
+                });
+            }
+            Ok(grads)
+        },
+    ))
+}
+
 impl<T: Element> Module<T> for LayerNorm<T> {
     fn forward(&self, x: &Var<T>) -> Result<Var<T>> {
-        let k = self.normalized_shape.len();
-        if x.rank() < k || x.shape()[x.rank() - k..] != self.normalized_shape[..] {
-            return Err(Error::shape(
-                "LayerNorm",
-                &[x.shape(), &self.normalized_shape],
-                "input must end with normalized_shape",
-            ));
-        }
-        let axes: Vec<usize> = (x.rank() - k..x.rank()).collect();
-        let mean = x.mean_axes(&axes, true)?;
-        let centred = x.sub(&mean)?;
-        let var = centred.square().mean_axes(&axes, true)?;
-        let mut y = centred.mul(&var.add_scalar(T::from_f64_lossy(self.eps)).sqrt().recip())?;
-        if let (Some(w), Some(b)) = (&self.weight, &self.bias) {
-            y = y.mul(&w.var())?.add(&b.var())?;
-        }
-        Ok(y)
+        let (w, b) = (
+            self.weight.as_ref().map(Param::var),
+            self.bias.as_ref().map(Param::var),
+        );
+        layer_norm(
+            "LayerNorm",
+            x,
+            &self.normalized_shape,
+            w.as_ref(),
+            b.as_ref(),
+            self.eps,
+        )
     }
 
     fn visit<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(&str, Entry<'a, T>)) {

@@ -648,7 +648,7 @@ fn lstm_direction<T: Element>(
     c0: Option<&Var<T>>,
     reverse: bool,
 ) -> Result<(Var<T>, Var<T>, Var<T>)> {
-    let gi = x.linear(&w.weight_ih, w.bias_ih.as_ref())?;
+    let gi = crate::attention::linear_rows(x, &w.weight_ih, w.bias_ih.as_ref())?;
     let seq = gi.value().lstm_sequence(
         w.weight_hh.value(),
         w.bias_hh.as_ref().map(Var::value),

@@ -19,8 +19,8 @@ use anneal_tensor::{Element, Error, Result, Tensor};
 use rand::Rng;
 
 use crate::attention::{
-    attention, derive_seed, maybe_dropout, param_vars, AttentionMask, AttnCtx, AttnVars,
-    MultiHeadAttention, MultiHeadAttentionConfig, ParamCursor,
+    attention, derive_seed, linear_rows, maybe_dropout, param_vars, AttentionMask, AttnCtx,
+    AttnVars, MultiHeadAttention, MultiHeadAttentionConfig, ParamCursor,
 };
 use crate::dropout::Dropout;
 use crate::linear::{Linear, LinearConfig};
@@ -234,26 +234,14 @@ impl<T: Element> BoundNorm<T> {
     /// `(x − mean)/√(var + ε)·γ + β` over the trailing axes, biased variance
     /// (the same formula as [`LayerNorm`]'s forward, on explicit `Var`s).
     fn apply(&self, layer: &'static str, x: &Var<T>) -> Result<Var<T>> {
-        let k = self.shape.len();
-        if x.rank() < k || x.shape()[x.rank() - k..] != self.shape[..] {
-            return Err(Error::shape(
-                layer,
-                &[x.shape(), &self.shape],
-                "input must end with the LayerNorm's normalized_shape",
-            ));
-        }
-        let axes: Vec<usize> = (x.rank() - k..x.rank()).collect();
-        let mean = x.mean_axes(&axes, true)?;
-        let centred = x.sub(&mean)?;
-        let var = centred.square().mean_axes(&axes, true)?;
-        let mut y = centred.mul(&var.add_scalar(T::from_f64_lossy(self.eps)).sqrt().recip())?;
-        if let Some(w) = &self.weight {
-            y = y.mul(w)?;
-        }
-        if let Some(b) = &self.bias {
-            y = y.add(b)?;
-        }
-        Ok(y)
+        crate::norm::layer_norm(
+            layer,
+            x,
+            &self.shape,
+            self.weight.as_ref(),
+            self.bias.as_ref(),
+            self.eps,
+        )
     }
 }
 
@@ -267,12 +255,12 @@ fn feed_forward<T: Element>(
     x: &Var<T>,
     drop: Option<&mut Dropout>,
 ) -> Result<Var<T>> {
-    let h = x.linear(&l1.0, l1.1.as_ref())?;
+    let h = linear_rows(x, &l1.0, l1.1.as_ref())?;
     let h = match act {
         TransformerActivation::Relu => h.relu(),
         TransformerActivation::Gelu => h.gelu(),
     };
-    maybe_dropout(drop, h)?.linear(&l2.0, l2.1.as_ref())
+    linear_rows(&maybe_dropout(drop, h)?, &l2.0, l2.1.as_ref())
 }
 
 /// `Some([d₁, …])` → `[Some(d₁), …]`, `None` → all `None`.

@@ -1064,3 +1064,41 @@ fn errors_name_the_layer_and_shapes() {
         "{e}"
     );
 }
+
+/// The encoder layer (fused self-attention and layer norms, causal mask)
+/// gives the same bits forward and backward on 1, 2 and 3 threads; the sizes
+/// reach the threaded paths of attention, layer norm and the GEMMs.
+#[test]
+fn encoder_layer_does_not_depend_on_thread_count() {
+    let layer = TransformerLayerConfig::new(64, 4)
+        .with_dim_feedforward(128)
+        .with_dropout(0.0)
+        .init_encoder::<f32>(&mut rng(101))
+        .unwrap();
+    let x = Tensor::<f32>::randn_seeded(&[8, 64, 64], 102).unwrap();
+    let w = Tensor::<f32>::randn_seeded(&[8, 64, 64], 103).unwrap();
+    let causal = causal_mask(64).unwrap();
+    let run = |threads: usize| -> Vec<Vec<u32>> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let xv = Var::leaf(x.clone());
+            let y = layer.forward_masked(&xv, Some(&causal), None).unwrap();
+            let loss = y.mul(&Var::constant(w.clone())).unwrap().sum_all().unwrap();
+            let g = loss.backward().unwrap();
+            let mut out = vec![y.value().clone(), g.wrt(&xv).unwrap().clone()];
+            for (_, p) in layer.named_parameters() {
+                out.push(g.get(p).unwrap().clone());
+            }
+            out.iter()
+                .map(|t| t.as_slice().iter().map(|v| v.to_bits()).collect())
+                .collect()
+        })
+    };
+    let one = run(1);
+    assert_eq!(one.len(), 2 + 12);
+    assert_eq!(one, run(2));
+    assert_eq!(one, run(3));
+}

@@ -53,6 +53,7 @@
 
 #![warn(missing_docs)]
 
+mod attention;
 mod buffers;
 mod conv;
 mod display;
@@ -62,6 +63,7 @@ mod error;
 #[cfg(target_arch = "x86_64")]
 mod gemm_avx512;
 mod matmul;
+mod norm;
 mod parallel;
 mod pool;
 mod reduce;
@@ -71,11 +73,13 @@ mod shape_ops;
 mod simd_math;
 mod tensor;
 
+pub use attention::SelfAttention;
 pub use buffers::{buffer_cache_bytes, set_buffer_cache_limit};
 pub use conv::{conv_output_size, Conv1dParams, Conv2dParams};
 pub use element::{DType, Element, Scalar};
 pub use elementwise::{gelu_scalar, gelu_tanh_scalar, sigmoid_scalar};
 pub use error::{Error, Result};
+pub use norm::{LayerNormGrads, LayerNormOutput};
 pub use parallel::PARALLEL_THRESHOLD;
 pub use pool::Pool2dParams;
 pub use rnn::{LstmSequence, LstmSequenceGrads};
