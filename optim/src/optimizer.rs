@@ -56,7 +56,9 @@ pub trait Optimizer<T: Element = f32> {
     /// One update of every parameter that has a gradient in `grads`.
     ///
     /// Errors (changing nothing) if a gradient's shape differs from its
-    /// parameter's, or if restored state does not fit the parameter it binds to.
+    /// parameter's, if restored state does not fit the parameter it binds to,
+    /// or if a group's learning rate is negative or not finite (as
+    /// [`Optimizer::set_learning_rate`] may have set it).
     fn step(&mut self, params: &mut [&mut Param<T>], grads: &Gradients<T>) -> Result<()>;
 
     /// The learning rate of the default group (group 0).
@@ -74,7 +76,8 @@ pub trait Optimizer<T: Element = f32> {
     /// group or an override is negative or not finite.
     fn add_param_group(&mut self, ids: &[ParamId], overrides: GroupOverrides) -> Result<usize>;
 
-    /// Sets the learning rate of one group only.
+    /// Sets the learning rate of one group only. Errors if the group does
+    /// not exist or `lr` is negative or not finite.
     fn set_group_learning_rate(&mut self, group: usize, lr: f64) -> Result<()>;
 
     /// The optimiser's state as data: hyper-parameters, groups, and every
@@ -219,6 +222,11 @@ impl<T: Element> Core<T> {
     }
 
     pub fn set_group_learning_rate(&mut self, group: usize, lr: f64) -> Result<()> {
+        check_non_negative(
+            "Optimizer::set_group_learning_rate",
+            &format!("{} group learning rate", self.name),
+            lr,
+        )?;
         let n = self.groups.len();
         match self.groups.get_mut(group) {
             Some(g) => {
@@ -292,6 +300,18 @@ impl<T: Element> Core<T> {
         K: Fn(&mut [T], &[T], &mut [&mut [T]]) + Sync,
     {
         // Validate (and number new parameters provisionally) before any change.
+        // A rate set out of range (set_learning_rate cannot fail) stops here.
+        for (g, group) in self.groups.iter().enumerate() {
+            if !(group.lr.is_finite() && group.lr >= 0.0) {
+                return Err(Error::invalid(
+                    self.step_op,
+                    format!(
+                        "{}: the learning rate of group {g} is {} (must be finite and >= 0)",
+                        self.name, group.lr
+                    ),
+                ));
+            }
+        }
         let mut next = self.order.len();
         let mut index = Vec::with_capacity(params.len());
         for (pos, p) in params.iter().enumerate() {

@@ -49,7 +49,7 @@ impl LrSchedule for CosineAnnealingLr {
     fn lr_at(&self, t: usize) -> f64 {
         // Reduce t modulo the period first: cos is exact-periodic, and this
         // keeps π·t small for long runs.
-        let t = t % (2 * self.t_max);
+        let t = self.t_max.checked_mul(2).map_or(t, |period| t % period);
         self.eta_min
             + (self.base_lr - self.eta_min) * (1.0 + (PI * t as f64 / self.t_max as f64).cos())
                 / 2.0

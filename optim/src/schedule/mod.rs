@@ -67,7 +67,7 @@ pub trait LrSchedule {
     /// Advances one step (PyTorch's `scheduler.step()`).
     fn step(&mut self) {
         let t = self.current_step();
-        self.set_step(t + 1);
+        self.set_step(t.saturating_add(1));
     }
 
     /// Sets the optimiser's learning rate to [`LrSchedule::lr`] (through

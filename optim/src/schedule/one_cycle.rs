@@ -156,7 +156,14 @@ impl LrSchedule for OneCycleLr {
         let last = self.phases.len() - 1;
         for (i, ph) in self.phases.iter().enumerate() {
             if step <= ph.end_step || i == last {
-                let pct = (step - start_step) / (ph.end_step - start_step);
+                // A phase of no steps (e.g. `pct_start · total_steps = 1`,
+                // where PyTorch divides by zero) is at its end rate.
+                let span = ph.end_step - start_step;
+                let pct = if span == 0.0 {
+                    1.0
+                } else {
+                    (step - start_step) / span
+                };
                 return match self.config.anneal_strategy {
                     AnnealStrategy::Cos => {
                         let cos_out = (PI * pct).cos() + 1.0;
