@@ -16,7 +16,8 @@ use rayon::prelude::*;
 
 use crate::element::Element;
 use crate::error::{Error, Result};
-use crate::simd_math::{map_in_place, Func};
+use crate::simd_math::{self, map_in_place, Func};
+use crate::small_gemm::small_gemm;
 use crate::Tensor;
 
 const OP: &str = "self_attention";
@@ -71,11 +72,10 @@ impl Dims {
     }
 }
 
-/// `C ← alpha·A·B` with explicit strides (`C` has unit column stride).
+/// `C ← alpha·A·B`, each operand `(pointer, row stride, column stride)`.
 ///
 /// # Safety
-/// As [`Element::gemm_raw`].
-#[allow(clippy::too_many_arguments)]
+/// As [`small_gemm`].
 #[inline]
 unsafe fn gemm<T: Element>(
     m: usize,
@@ -87,24 +87,7 @@ unsafe fn gemm<T: Element>(
     c: (*mut T, usize),
 ) {
     // SAFETY: forwarded.
-    unsafe {
-        T::gemm_raw(
-            m,
-            k,
-            n,
-            alpha,
-            a.0,
-            a.1 as isize,
-            a.2 as isize,
-            b.0,
-            b.1 as isize,
-            b.2 as isize,
-            T::zero(),
-            c.0,
-            c.1 as isize,
-            1,
-        )
-    }
+    unsafe { small_gemm(m, k, n, alpha, a, b, c, false) }
 }
 
 /// Runs `f(pair, block)` over the `[L, L]` blocks of `buf`, one per
@@ -227,24 +210,15 @@ impl<T: Element> Tensor<T> {
     }
 }
 
-/// Softmax of one row in place, as [`Tensor::softmax`] computes it.
+/// Softmax of one row in place (the same formula as [`Tensor::softmax`]).
 fn softmax_row<T: Element>(row: &mut [T]) {
-    let mut m = T::neg_infinity();
-    for &x in row.iter() {
-        if x > m || x.is_nan() {
-            m = x;
-        }
-    }
+    let m = simd_math::max(row);
     let m = if m.is_finite() { m } else { T::zero() };
     for x in row.iter_mut() {
         *x -= m;
     }
     map_in_place(Func::Exp, row);
-    let mut s = T::zero();
-    for &x in row.iter() {
-        s += x;
-    }
-    let inv = T::one() / s;
+    let inv = T::one() / simd_math::sum(row);
     for x in row.iter_mut() {
         *x *= inv;
     }
@@ -329,10 +303,7 @@ impl<T: Element> SelfAttention<T> {
                     (dsb.as_mut_ptr(), l),
                 );
                 for (dr, pr) in dsb.chunks_exact_mut(l).zip(p.chunks_exact(l)) {
-                    let mut dot = T::zero();
-                    for (&g, &pv) in dr.iter().zip(pr) {
-                        dot += g * pv;
-                    }
+                    let dot = simd_math::dot(dr, pr);
                     for (g, &pv) in dr.iter_mut().zip(pr) {
                         *g = pv * (*g - dot);
                     }

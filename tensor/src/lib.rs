@@ -71,6 +71,7 @@ mod rnn;
 mod shape;
 mod shape_ops;
 mod simd_math;
+mod small_gemm;
 mod tensor;
 
 pub use attention::SelfAttention;

@@ -16,6 +16,7 @@ use rayon::prelude::*;
 use crate::element::Element;
 use crate::error::{Error, Result};
 use crate::parallel::PARALLEL_THRESHOLD;
+use crate::simd_math;
 use crate::Tensor;
 
 /// Rows per parallel task.
@@ -111,42 +112,46 @@ impl<T: Element> Tensor<T> {
         }
         let rows = self.numel() / n;
         let x = self.as_slice();
+        let mut out = vec![T::zero(); rows * n];
         let mut x_hat = vec![T::zero(); rows * n];
         let mut rstd = vec![T::zero(); rows];
         let eps = T::from_f64_lossy(eps);
         let inv_n = T::one() / T::from_f64_lossy(n as f64);
-        for_row_blocks(&mut x_hat, &mut rstd, n, |r0, xh, rs| {
-            for (j, (xh, rs)) in xh.chunks_exact_mut(n).zip(rs.iter_mut()).enumerate() {
+        let (w, b) = (weight.map(Tensor::as_slice), bias.map(Tensor::as_slice));
+        let mut stats = x_hat.chunks_mut(n).zip(rstd.iter_mut()).collect::<Vec<_>>();
+        for_row_blocks(&mut out, &mut stats, n, |r0, ys, stats| {
+            for (j, (y, (xh, rs))) in ys.chunks_exact_mut(n).zip(stats.iter_mut()).enumerate() {
                 let row = &x[(r0 + j) * n..][..n];
-                let mean = row.iter().fold(T::zero(), |s, &v| s + v) * inv_n;
-                let mut var = T::zero();
+                let mean = simd_math::sum(row) * inv_n;
                 for (h, &v) in xh.iter_mut().zip(row) {
                     *h = v - mean;
-                    var += *h * *h;
                 }
-                let r = T::one() / (var * inv_n + eps).sqrt();
+                let r = T::one() / (simd_math::dot(xh, xh) * inv_n + eps).sqrt();
                 for h in xh.iter_mut() {
                     *h *= r;
                 }
-                *rs = r;
+                **rs = r;
+                match (w, b) {
+                    (Some(w), Some(b)) => {
+                        for (((y, &h), &w), &b) in y.iter_mut().zip(xh.iter()).zip(w).zip(b) {
+                            *y = h * w + b;
+                        }
+                    }
+                    (Some(w), None) => {
+                        for ((y, &h), &w) in y.iter_mut().zip(xh.iter()).zip(w) {
+                            *y = h * w;
+                        }
+                    }
+                    (None, Some(b)) => {
+                        for ((y, &h), &b) in y.iter_mut().zip(xh.iter()).zip(b) {
+                            *y = h + b;
+                        }
+                    }
+                    (None, None) => y.copy_from_slice(xh),
+                }
             }
         });
-        let mut out = x_hat.clone();
-        if weight.is_some() || bias.is_some() {
-            let w = weight.map(Tensor::as_slice);
-            let b = bias.map(Tensor::as_slice);
-            let mut unused = vec![(); rows];
-            for_row_blocks(&mut out, &mut unused, n, |_, ys, _| {
-                for y in ys.chunks_exact_mut(n) {
-                    if let Some(w) = w {
-                        y.iter_mut().zip(w).for_each(|(y, &w)| *y *= w);
-                    }
-                    if let Some(b) = b {
-                        y.iter_mut().zip(b).for_each(|(y, &b)| *y += b);
-                    }
-                }
-            });
-        }
+        drop(stats);
         Ok(LayerNormOutput {
             output: Tensor::from_parts(out, self.shape().to_vec()),
             n,
@@ -195,12 +200,8 @@ impl<T: Element> LayerNormOutput<T> {
                         .for_each(|((d, &g), &w)| *d = g * w),
                     None => d.copy_from_slice(gr),
                 }
-                let (mut a, mut c) = (T::zero(), T::zero());
-                for (&dv, &h) in d.iter().zip(xh) {
-                    a += dv;
-                    c += dv * h;
-                }
-                let (a, c, rs) = (a * inv_n, c * inv_n, self.rstd[r]);
+                let a = simd_math::sum(d) * inv_n;
+                let (c, rs) = (simd_math::dot(d, xh) * inv_n, self.rstd[r]);
                 for (dv, &h) in d.iter_mut().zip(xh) {
                     *dv = (*dv - a - h * c) * rs;
                 }

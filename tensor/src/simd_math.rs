@@ -139,6 +139,83 @@ pub(crate) fn map_in_place<T: Element>(f: Func, x: &mut [T]) {
     }
 }
 
+/// Lanes of the partial sums in [`sum`] and [`dot`]: enough for LLVM to
+/// keep them in vector registers.
+const LANES: usize = 16;
+
+/// `Σ x` with [`LANES`] interleaved partial sums combined in a fixed order
+/// (vectorisable; the order depends only on the length).
+#[inline]
+pub(crate) fn sum<T: Element>(x: &[T]) -> T {
+    let mut acc = [T::zero(); LANES];
+    let chunks = x.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for ch in chunks {
+        for (a, &v) in acc.iter_mut().zip(ch) {
+            *a += v;
+        }
+    }
+    for (a, &v) in acc.iter_mut().zip(rest) {
+        *a += v;
+    }
+    fold_lanes(acc, |a, b| a + b)
+}
+
+/// `Σ x⊙y` over the shorter length, ordered as [`sum`].
+#[inline]
+pub(crate) fn dot<T: Element>(x: &[T], y: &[T]) -> T {
+    let n = x.len().min(y.len());
+    let (x, y) = (&x[..n], &y[..n]);
+    let mut acc = [T::zero(); LANES];
+    for (cx, cy) in x.chunks_exact(LANES).zip(y.chunks_exact(LANES)) {
+        for ((a, &u), &v) in acc.iter_mut().zip(cx).zip(cy) {
+            *a += u * v;
+        }
+    }
+    let tail = n - n % LANES;
+    for ((a, &u), &v) in acc.iter_mut().zip(&x[tail..]).zip(&y[tail..]) {
+        *a += u * v;
+    }
+    fold_lanes(acc, |a, b| a + b)
+}
+
+/// The largest element (NaN if any is NaN, −∞ for an empty slice).
+#[inline]
+pub(crate) fn max<T: Element>(x: &[T]) -> T {
+    // Branch-free lanes (vectorisable); NaN is tracked on the side.
+    let mut acc = [T::neg_infinity(); LANES];
+    let mut nan = [false; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for ch in chunks {
+        for ((a, n), &v) in acc.iter_mut().zip(nan.iter_mut()).zip(ch) {
+            *a = if v > *a { v } else { *a };
+            *n |= v.is_nan();
+        }
+    }
+    for ((a, n), &v) in acc.iter_mut().zip(nan.iter_mut()).zip(rest) {
+        *a = if v > *a { v } else { *a };
+        *n |= v.is_nan();
+    }
+    if nan.iter().any(|&n| n) {
+        return T::nan();
+    }
+    fold_lanes(acc, |a, b| if b > a { b } else { a })
+}
+
+/// Pairwise combination of the lanes, always in the same tree.
+#[inline(always)]
+fn fold_lanes<T: Copy>(mut acc: [T; LANES], f: impl Fn(T, T) -> T) -> T {
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        for i in 0..width {
+            acc[i] = f(acc[i], acc[i + width]);
+        }
+    }
+    acc[0]
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     #![allow(unsafe_op_in_unsafe_fn)]
@@ -441,6 +518,26 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn lane_reductions() {
+        let x: Vec<f64> = (0..37).map(|i| (i as f64 - 18.0) * 0.5).collect();
+        let y: Vec<f64> = (0..37).map(|i| (i % 5) as f64).collect();
+        assert_eq!(sum(&x), x.iter().sum::<f64>());
+        assert_eq!(
+            dot(&x, &y),
+            x.iter().zip(&y).map(|(a, b)| a * b).sum::<f64>()
+        );
+        assert_eq!(max(&x), 9.0);
+        assert_eq!(max::<f64>(&[]), f64::NEG_INFINITY);
+        assert_eq!(sum::<f32>(&[]), 0.0);
+        let mut z = x.clone();
+        z[30] = f64::NAN;
+        assert!(max(&z).is_nan());
+        z[30] = 1.0;
+        z[3] = f64::NAN;
+        assert!(max(&z).is_nan());
     }
 
     #[test]
