@@ -366,7 +366,9 @@ fn convert_with(
                 None => ("float".to_string(), fb, None),
                 Some(k) => {
                     let sq = match (&sample, &reference) {
-                        (Some(x), Some(r)) => Some(sqnr_db(r.as_slice(), k.forward(x)?.as_slice())),
+                        (Some(x), Some(r)) => {
+                            Some(sqnr_db(r.as_slice(), k.forward(x)?.as_slice())?)
+                        }
                         _ => None,
                     };
                     (k.describe(), k.weight_bytes(), sq)

@@ -880,16 +880,19 @@ pub fn fake_quantize(x: &Tensor<f32>, scheme: &QScheme, params: &QParams) -> Res
 /// `+∞` when `approx` equals `reference` exactly (no noise); `−∞` when the
 /// reference is all zeros and the approximation is not.
 ///
-/// # Panics
+/// # Errors
 /// If the slices differ in length.
-pub fn sqnr_db(reference: &[f32], approx: &[f32]) -> f64 {
-    assert_eq!(
-        reference.len(),
-        approx.len(),
-        "sqnr_db: reference has {} values, approx {}",
-        reference.len(),
-        approx.len()
-    );
+pub fn sqnr_db(reference: &[f32], approx: &[f32]) -> Result<f64> {
+    if reference.len() != approx.len() {
+        return Err(Error::invalid(
+            "sqnr_db",
+            format!(
+                "reference has {} values, approx {}",
+                reference.len(),
+                approx.len()
+            ),
+        ));
+    }
     let (mut signal, mut noise) = (0.0f64, 0.0f64);
     for (&x, &y) in reference.iter().zip(approx) {
         let (x, y) = (f64::from(x), f64::from(y));
@@ -897,9 +900,9 @@ pub fn sqnr_db(reference: &[f32], approx: &[f32]) -> f64 {
         noise += (x - y) * (x - y);
     }
     if noise == 0.0 {
-        return f64::INFINITY;
+        return Ok(f64::INFINITY);
     }
-    10.0 * (signal / noise).log10()
+    Ok(10.0 * (signal / noise).log10())
 }
 
 #[cfg(test)]

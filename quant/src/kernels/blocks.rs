@@ -163,6 +163,21 @@ fn for_each_block(
     cols: usize,
     mut f: impl FnMut(usize, &[f32; QK]),
 ) -> Result<()> {
+    check_blocks(op, w, rows, cols)?;
+    let nb = cols.div_ceil(QK);
+    for (r, row) in w.chunks_exact(cols).enumerate() {
+        for (b, chunk) in row.chunks(QK).enumerate() {
+            let mut blk = [0f32; QK];
+            blk[..chunk.len()].copy_from_slice(chunk);
+            f(slot(r, b, nb), &blk);
+        }
+    }
+    Ok(())
+}
+
+/// Validates a weight matrix before anything is sized from its shape: the
+/// shape is non-empty, `w` holds `rows × cols` values, all finite.
+fn check_blocks(op: &'static str, w: &[f32], rows: usize, cols: usize) -> Result<()> {
     if rows == 0 || cols == 0 {
         return Err(Error::invalid(
             op,
@@ -177,14 +192,6 @@ fn for_each_block(
             op,
             format!("weight {i} is {}, not finite", w[i]),
         ));
-    }
-    let nb = cols.div_ceil(QK);
-    for (r, row) in w.chunks_exact(cols).enumerate() {
-        for (b, chunk) in row.chunks(QK).enumerate() {
-            let mut blk = [0f32; QK];
-            blk[..chunk.len()].copy_from_slice(chunk);
-            f(slot(r, b, nb), &blk);
-        }
     }
     Ok(())
 }
@@ -211,6 +218,7 @@ impl Q4Matrix {
     /// # Errors
     /// On a length mismatch, an empty shape or a non-finite weight.
     pub fn quantize(w: &[f32], rows: usize, cols: usize) -> Result<Self> {
+        check_blocks("Q4Matrix::quantize", w, rows, cols)?;
         let slots = rows.div_ceil(IL) * IL * cols.div_ceil(QK);
         let mut d = vec![0f32; slots];
         let mut qs = vec![0x88u8; slots * QK / 2];
@@ -300,6 +308,7 @@ impl Q8Matrix {
     /// # Errors
     /// On a length mismatch, an empty shape or a non-finite weight.
     pub fn quantize(w: &[f32], rows: usize, cols: usize) -> Result<Self> {
+        check_blocks("Q8Matrix::quantize", w, rows, cols)?;
         let slots = rows.div_ceil(IL) * IL * cols.div_ceil(QK);
         let mut d = vec![0f32; slots];
         let mut qs = vec![0i8; slots * QK];
