@@ -403,9 +403,12 @@ impl<T: Element> Tensor<T> {
             for &v in row.iter() {
                 s += (v - m).exp();
             }
-            let lse = m + s.ln();
+            // Subtract the maximum first: `x − m` is exact near the maximum,
+            // whereas `x − (m + ln s)` loses the low bits of `ln s` to the
+            // rounding of `m + ln s` when |m| is large.
+            let ln_s = s.ln();
             for v in row.iter_mut() {
-                *v -= lse;
+                *v = (*v - m) - ln_s;
             }
         }))
     }
