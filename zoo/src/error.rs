@@ -44,11 +44,12 @@ pub enum Error {
         /// The sha256 found.
         found: String,
     },
-    /// Training produced a non-finite loss.
+    /// Training produced a non-finite loss, gradient or weight.
     NonFinite {
         /// Global step (0-based) at which it happened.
         step: usize,
-        /// What was non-finite (the loss, or a parameter's gradient).
+        /// What was non-finite: the loss, a named parameter's gradient, or a
+        /// named parameter after the update.
         what: String,
     },
     /// A bad argument or configuration.

@@ -37,7 +37,8 @@ pub struct TrainConfig {
     pub clip_grad_norm: Option<f64>,
     /// Stop after this many epochs without a better evaluation loss.
     pub early_stopping_patience: Option<usize>,
-    /// Skip a batch whose loss is not finite instead of failing.
+    /// Skip a batch whose loss or gradient is not finite instead of failing
+    /// (weights that an update makes non-finite are always an error).
     pub skip_nonfinite: bool,
     /// Show a progress bar (only drawn when standard error is a terminal).
     pub progress: bool,
@@ -147,6 +148,17 @@ fn count_correct(logits: &Tensor<f32>, labels: &[usize]) -> Result<usize> {
         .count())
 }
 
+/// The first named tensor holding a NaN or ±∞: its name, how many of its
+/// values are not finite, and its size.
+fn first_non_finite<'a>(
+    tensors: impl IntoIterator<Item = (&'a str, &'a Tensor<f32>)>,
+) -> Option<(&'a str, usize, usize)> {
+    tensors.into_iter().find_map(|(name, t)| {
+        let bad = t.as_slice().iter().filter(|v| !v.is_finite()).count();
+        (bad > 0).then_some((name, bad, t.numel()))
+    })
+}
+
 /// The indices of epoch `epoch`'s shuffled order: a pure function of the
 /// run's seed and the epoch, so resuming needs no generator state.
 fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
@@ -224,6 +236,11 @@ fn load_trainer_state(path: &Path) -> Result<TrainerState> {
 /// `mix_seed(seed, epoch)`, so the same seed gives bit-identical weights and
 /// a run resumed with [`resume`] from a checkpoint ends exactly as an
 /// uninterrupted one.
+///
+/// A NaN or ±∞ loss, gradient, or weight after an update stops the run with
+/// [`Error::NonFinite`] naming the global step (0-based batch count) and the
+/// parameter (or skips the batch, for the loss and gradients, with
+/// `skip_nonfinite`).
 pub fn train<M, O>(
     model: &mut M,
     opt: &mut O,
@@ -412,19 +429,43 @@ where
                 }
             }
             let mut grads = loss.backward()?;
-            if let Some(max) = cfg.clip_grad_norm {
-                let ids: Vec<_> = model
-                    .named_parameters()
+            // A finite loss can still have a non-finite gradient (an overflow
+            // inside backward): name the step and the parameter.
+            let named = model.named_parameters();
+            if let Some((name, bad, n)) = first_non_finite(
+                named
                     .iter()
-                    .map(|(_, p)| p.id())
-                    .collect();
+                    .filter_map(|(name, p)| Some((name.as_str(), grads.get(p)?))),
+            ) {
+                if cfg.skip_nonfinite {
+                    history.skipped_batches += 1;
+                    continue;
+                }
+                return Err(Error::NonFinite {
+                    step,
+                    what: format!("gradient of parameter {name} ({bad} of {n} values)"),
+                });
+            }
+            if let Some(max) = cfg.clip_grad_norm {
+                let ids: Vec<_> = named.iter().map(|(_, p)| p.id()).collect();
                 clip_grad_norm(&mut grads, &ids, max, 2.0).map_err(|e| Error::NonFinite {
                     step,
-                    what: format!("gradient ({e})"),
+                    what: format!("gradient norm ({e})"),
                 })?;
             }
             let mut params = model.parameters_mut();
             opt.step(&mut params, &grads)?;
+            // An update can overflow finite weights (too large a learning
+            // rate): stop at the step that did it, naming the parameter.
+            let named = model.named_parameters();
+            if let Some((name, bad, n)) =
+                first_non_finite(named.iter().map(|(name, p)| (name.as_str(), p.value())))
+            {
+                return Err(Error::NonFinite {
+                    step,
+                    what: format!("parameter {name} after the update ({bad} of {n} values)"),
+                });
+            }
             loss_sum += lv * y.len() as f64;
             correct += count_correct(logits.value(), &y)?;
             seen += y.len();

@@ -1,7 +1,12 @@
-//! The trainer stops on a non-finite loss with an error naming the step, or
-//! skips such batches when asked; early stopping ends a stalled run.
+//! The trainer stops on a non-finite loss or gradient with an error naming
+//! the step (and the parameter), or skips such batches when asked; weights
+//! that an update makes non-finite stop the run at that step; early
+//! stopping ends a stalled run.
 
+use anneal_autograd::{Param, Var};
+use anneal_layers::{join, Entry, EntryMut, Module};
 use anneal_optim::{Adam, AdamConfig, Sgd, SgdConfig};
+use anneal_tensor::Tensor;
 use anneal_zoo::data::{load_digits, stratified_split, Dataset};
 use anneal_zoo::models::SmallCnnConfig;
 use anneal_zoo::trainer::{train, TrainConfig};
@@ -72,4 +77,92 @@ fn early_stopping_ends_a_stalled_run() {
         "epoch 0 sets the best, then two without improvement"
     );
     assert_eq!(h.best_epoch, Some(0));
+}
+
+/// A linear classifier whose bias enters as `√b` with `b = 0`: the loss is
+/// finite, but `∂√b/∂b = 1/(2√b)` is infinite.
+struct SqrtBias {
+    w: Param<f32>,
+    b: Param<f32>,
+}
+
+impl Module<f32> for SqrtBias {
+    fn forward(&self, x: &Var<f32>) -> anneal_tensor::Result<Var<f32>> {
+        x.flatten(1, -1)?
+            .linear(&self.w.var(), None)?
+            .add(&self.b.var().sqrt())
+    }
+    fn visit<'a>(&'a self, prefix: &str, f: &mut dyn FnMut(&str, Entry<'a, f32>)) {
+        f(&join(prefix, "w"), Entry::Param(&self.w));
+        f(&join(prefix, "b"), Entry::Param(&self.b));
+    }
+    fn visit_mut<'a>(&'a mut self, prefix: &str, f: &mut dyn FnMut(&str, EntryMut<'a, f32>)) {
+        f(&join(prefix, "w"), EntryMut::Param(&mut self.w));
+        f(&join(prefix, "b"), EntryMut::Param(&mut self.b));
+    }
+}
+
+#[test]
+fn non_finite_gradient_names_the_step_and_the_parameter() {
+    let (tr, te) = small();
+    let model = || SqrtBias {
+        w: Param::new(Tensor::randn_seeded(&[10, 64], 1).unwrap().mul_scalar(0.01)),
+        b: Param::new(Tensor::zeros(&[10]).unwrap()),
+    };
+    let mut m = model();
+    let before = m.b.value().to_vec();
+    let mut opt = Sgd::new(SgdConfig::new(0.1)).unwrap();
+    let cfg = TrainConfig {
+        epochs: 1,
+        batch_size: 16,
+        ..Default::default()
+    };
+    match train(&mut m, &mut opt, None, &tr, &te, &cfg) {
+        Err(e @ Error::NonFinite { .. }) => {
+            assert_eq!(
+                e.to_string(),
+                "non-finite gradient of parameter b (10 of 10 values) at step 0"
+            );
+        }
+        other => panic!("expected a non-finite gradient error, got {other:?}"),
+    }
+    assert_eq!(m.b.value().to_vec(), before, "no update was applied");
+    // Skipping: every batch has the infinite gradient, so every batch is skipped.
+    let mut m = model();
+    let h = train(
+        &mut m,
+        &mut opt,
+        None,
+        &tr,
+        &te,
+        &TrainConfig {
+            skip_nonfinite: true,
+            ..cfg
+        },
+    )
+    .unwrap();
+    assert_eq!(h.skipped_batches, 4);
+}
+
+#[test]
+fn weights_an_update_makes_non_finite_name_the_step_and_the_parameter() {
+    let (tr, te) = small();
+    let mut m = SmallCnnConfig::default().init::<f32>().unwrap();
+    // 1e39 is a finite f64 learning rate that is +∞ in f32.
+    let mut opt = Sgd::new(SgdConfig::new(1e39)).unwrap();
+    let cfg = TrainConfig {
+        epochs: 1,
+        batch_size: 16,
+        ..Default::default()
+    };
+    match train(&mut m, &mut opt, None, &tr, &te, &cfg) {
+        Err(Error::NonFinite { step, what }) => {
+            assert_eq!(step, 0);
+            assert!(
+                what.starts_with("parameter features.0.weight after the update ("),
+                "{what}"
+            );
+        }
+        other => panic!("expected a non-finite parameter error, got {other:?}"),
+    }
 }
