@@ -864,13 +864,64 @@ fn cmd_tune(a: &TuneArgs) -> Result<()> {
     Ok(())
 }
 
+/// Prints a command-line error as one line, `anneal: error: …` (clap's own
+/// format adds usage and tips on more lines), and returns clap's exit code;
+/// `--help` and `--version` print in full and succeed.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let names: Vec<String> = <Cli as clap::CommandFactory>::command()
+                .get_subcommands()
+                .map(|c| c.get_name().to_string())
+                .collect();
+            eprintln!(
+                "anneal: error: a subcommand is required: {} (see anneal --help)",
+                names.join(", ")
+            );
+        }
+        _ => {
+            // The first paragraph of clap's message, its lines joined.
+            let text = e.render().to_string();
+            let first: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let msg = first.join(" ");
+            let msg = msg.strip_prefix("error: ").unwrap_or(&msg);
+            eprintln!("anneal: error: {msg} (see --help)");
+        }
+    }
+    ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
+}
+
 fn main() -> ExitCode {
-    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    // A bug must still read as one line, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let p = info.payload();
+        let msg = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!("anneal: internal error: {msg}{at} (please report it)");
+    }));
+    let matches = match <Cli as clap::CommandFactory>::command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => return usage_error(e),
+    };
     let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
         Ok(cli) => cli,
-        Err(e) => e
-            .format(&mut <Cli as clap::CommandFactory>::command())
-            .exit(),
+        Err(e) => return usage_error(e.format(&mut <Cli as clap::CommandFactory>::command())),
     };
     let result = match &cli.command {
         Command::Train(a) => {
