@@ -219,8 +219,15 @@ pub fn workloads() -> Result<Vec<Workload>> {
     Ok(out)
 }
 
-/// Runs every workload at each thread count.
+/// Runs every workload at each thread count (1 to 256; anything else is an
+/// error).
 pub fn run_benchmarks(threads: &[usize]) -> Result<Vec<BenchResult>> {
+    // rayon reads 0 as "the default", and thousands of threads only thrash.
+    if let Some(&t) = threads.iter().find(|&&t| t == 0 || t > 256) {
+        return Err(Error::Invalid(format!(
+            "run_benchmarks: {t} threads; use 1 to 256"
+        )));
+    }
     let mut results = Vec::new();
     for &t in threads {
         let pool = rayon::ThreadPoolBuilder::new()

@@ -57,8 +57,12 @@ where
     for (area, panel) in areas.iter().zip(panels) {
         let pts = panel.series.iter().flat_map(|s| s.points.iter());
         let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+        // Bounds from the drawable points: finite and small enough that the
+        // span and its padding stay finite (plotters never finishes laying
+        // out the ticks of an infinite axis).
+        const LIMIT: f64 = 1e300;
         for &(x, y) in pts {
-            if x.is_finite() && y.is_finite() {
+            if x.abs() <= LIMIT && y.abs() <= LIMIT {
                 x0 = x0.min(x);
                 x1 = x1.max(x);
                 y0 = y0.min(y);
@@ -90,7 +94,10 @@ where
             let color = palette[i % palette.len()];
             chart
                 .draw_series(LineSeries::new(
-                    s.points.iter().copied(),
+                    s.points
+                        .iter()
+                        .copied()
+                        .filter(|(x, y)| x.abs() <= LIMIT && y.abs() <= LIMIT),
                     color.stroke_width(2),
                 ))
                 .map_err(plot_err)?

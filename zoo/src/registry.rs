@@ -13,7 +13,13 @@ pub const MODEL_NAMES: &[&str] = &["small-cnn", "source-cnn", "lstm", "gru", "tr
 
 /// Builds a digits classifier (8×8 inputs, 10 classes) by name, with the
 /// given dropout (where the model has one) and seed.
+///
+/// Errors on an unknown name or a dropout outside `[0, 1]` (also for the
+/// models without dropout, which otherwise ignore it).
 pub fn build_model(name: &str, dropout: Option<f64>, seed: u64) -> Result<Box<dyn Module<f32>>> {
+    if let Some(p) = dropout.filter(|p| !(0.0..=1.0).contains(p)) {
+        return Err(Error::Invalid(format!("dropout {p} is outside [0, 1]")));
+    }
     Ok(match name {
         "small-cnn" => {
             let mut c = SmallCnnConfig {

@@ -68,6 +68,32 @@ impl Default for TrainConfig {
     }
 }
 
+impl TrainConfig {
+    /// Errors unless label smoothing is in `[0, 1]` and the penalties and
+    /// the clipping norm are finite and non-negative (a NaN would otherwise
+    /// switch a penalty off silently).
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: &str, v: f64, range: &str| {
+            Err(Error::Invalid(format!("train: {what} {v} must be {range}")))
+        };
+        if !(0.0..=1.0).contains(&self.label_smoothing) {
+            return bad("label_smoothing", self.label_smoothing, "in [0, 1]");
+        }
+        for (what, v) in [("l1", self.l1), ("l2", self.l2)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return bad(what, v, "finite and >= 0");
+            }
+        }
+        if let Some(c) = self
+            .clip_grad_norm
+            .filter(|c| !(c.is_finite() && *c >= 0.0))
+        {
+            return bad("clip_grad_norm", c, "finite and >= 0");
+        }
+        Ok(())
+    }
+}
+
 /// Metrics of one epoch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EpochRecord {
@@ -348,6 +374,7 @@ where
             cfg.batch_size
         )));
     }
+    cfg.validate()?;
     let mut history = History {
         best_epoch: st.best_epoch,
         ..Default::default()

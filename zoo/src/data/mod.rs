@@ -37,8 +37,16 @@ impl Dataset {
         self.labels.is_empty()
     }
 
-    /// The samples at `indices`, in that order.
+    /// The samples at `indices`, in that order. Errors on an index past the
+    /// end, or if `inputs` and `labels` disagree on the number of samples.
     pub fn subset(&self, indices: &[usize]) -> crate::Result<Dataset> {
+        let rows = self.inputs.shape().first().copied().unwrap_or(0);
+        if rows != self.labels.len() {
+            return Err(crate::Error::Invalid(format!(
+                "data set: {rows} inputs but {} labels",
+                self.labels.len()
+            )));
+        }
         Ok(Dataset {
             inputs: self.inputs.index_select(0, indices)?,
             labels: indices.iter().map(|&i| self.labels[i]).collect(),

@@ -21,13 +21,16 @@ pub fn stratified_split(labels: &[usize], test_fraction: f64, seed: u64) -> crat
             "test fraction {test_fraction} is outside [0, 1]"
         )));
     }
-    let classes = labels.iter().max().map_or(0, |m| m + 1);
+    // The classes present, ascending (not `0..=max`: a label may be huge).
+    let mut classes = labels.to_vec();
+    classes.sort_unstable();
+    classes.dedup();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut split = Split {
         train: Vec::new(),
         test: Vec::new(),
     };
-    for c in 0..classes {
+    for c in classes {
         let mut idx: Vec<usize> = labels
             .iter()
             .enumerate()

@@ -30,9 +30,16 @@ pub fn sequence_task(
             "sequence task needs vocab ≥ 2 and len ≥ 1 (got vocab {vocab}, len {len})"
         )));
     }
+    let too_large = || {
+        crate::Error::Invalid(format!(
+            "sequence task of {n} sequences of length {len} does not fit in memory"
+        ))
+    };
+    let total = n.checked_mul(len).ok_or_else(too_large)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut inputs = Vec::with_capacity(n * len);
-    let mut targets = Vec::with_capacity(n * len);
+    let (mut inputs, mut targets) = (Vec::new(), Vec::new());
+    inputs.try_reserve_exact(total).map_err(|_| too_large())?;
+    targets.try_reserve_exact(total).map_err(|_| too_large())?;
     for _ in 0..n {
         let seq: Vec<usize> = (0..len).map(|_| rng.random_range(0..vocab)).collect();
         let tgt: Vec<usize> = match task {

@@ -52,6 +52,24 @@ impl SourceCnnConfig {
                 format!("config {self:?} needs positive sizes"),
             ));
         }
+        if !(0.0..=1.0).contains(&self.dropout) {
+            return Err(Error::invalid(
+                "SourceCnn",
+                format!("dropout {} is outside [0, 1]", self.dropout),
+            ));
+        }
+        let flat = [self.input_size[0], self.input_size[1]]
+            .iter()
+            .try_fold(self.channels[2], |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| {
+                Error::invalid(
+                    "SourceCnn",
+                    format!(
+                        "{} channels of {:?} features overflow usize",
+                        self.channels[2], self.input_size
+                    ),
+                )
+            })?;
         let mut rng = rand::rngs::StdRng::seed_from_u64(self.seed);
         let mut features = Sequential::new();
         let mut c_in = self.in_channels;
@@ -66,7 +84,6 @@ impl SourceCnnConfig {
                 .push(Relu);
             c_in = c;
         }
-        let flat = c_in * self.input_size[0] * self.input_size[1];
         let mut classifier = Sequential::new().push(Flatten::default());
         let mut width = flat;
         for (i, &h) in self.hidden.iter().enumerate() {
