@@ -24,7 +24,7 @@ use rand::Rng;
 use crate::dropout::Dropout;
 use crate::init;
 use crate::linear::Linear;
-use crate::module::{join, Entry, EntryMut, Module};
+use crate::module::{join, param_dims, Entry, EntryMut, Module};
 
 const LAYER: &str = "MultiHeadAttention";
 
@@ -499,7 +499,7 @@ pub(crate) fn attention<T: Element>(
     opts: &AttentionMask,
     dropout: Option<&mut Dropout>,
 ) -> Result<(Var<T>, Option<Tensor<T>>)> {
-    let e = vars.in_w.shape()[1];
+    let [_, e] = param_dims(ctx.layer, "in_proj_weight", vars.in_w.shape())?;
     let (qs, ks, vs) = (query.shape(), key.shape(), value.shape());
     let rank = query.rank();
     let shapes_ok = (rank == 2 || rank == 3)
@@ -647,9 +647,10 @@ impl<T: Element> MultiHeadAttention<T> {
         }
     }
 
-    /// Model width `E`.
+    /// Model width `E` (0 if `in_proj_weight` was replaced by a tensor that
+    /// is not a matrix).
     pub fn embed_dim(&self) -> usize {
-        self.in_proj_weight.shape()[1]
+        self.in_proj_weight.shape().get(1).copied().unwrap_or(0)
     }
 
     /// Number of heads `H`.

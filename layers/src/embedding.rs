@@ -5,7 +5,7 @@ use anneal_tensor::{Element, Error, Result, Tensor};
 use rand::Rng;
 
 use crate::init;
-use crate::module::{join, Entry, EntryMut, Module};
+use crate::module::{join, param_dims, Entry, EntryMut, Module};
 
 /// A lookup table `[num_embeddings, dim]` (`torch.nn.Embedding`), initialised
 /// `N(0, 1)`; the `padding_idx` row starts at zero and receives no gradient.
@@ -43,7 +43,7 @@ impl<T: Element> Embedding<T> {
 
     /// Looks up rows: indices of any shape → `[..indices.shape, dim]`.
     pub fn lookup(&self, indices: &Tensor<usize>) -> Result<Var<T>> {
-        let n = self.weight.shape()[0];
+        let [n, dim] = param_dims("Embedding", "weight", self.weight.shape())?;
         if let Some(&bad) = indices.as_slice().iter().find(|&&i| i >= n) {
             return Err(Error::IndexOutOfRange {
                 op: "Embedding",
@@ -64,7 +64,7 @@ impl<T: Element> Embedding<T> {
             _ => rows,
         };
         let mut shape = indices.shape().to_vec();
-        shape.push(self.weight.shape()[1]);
+        shape.push(dim);
         rows.reshape(&shape)
     }
 }

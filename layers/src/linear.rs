@@ -7,7 +7,7 @@ use rand::Rng;
 use crate::hooks::{HookableLayer, LayerHooks};
 use crate::init;
 use crate::module::{
-    expect_rank, visit_weight_bias, visit_weight_bias_mut, Entry, EntryMut, Module,
+    expect_rank, param_dims, visit_weight_bias, visit_weight_bias_mut, Entry, EntryMut, Module,
 };
 
 /// Configuration of a [`Linear`] layer.
@@ -87,11 +87,12 @@ impl<T: Element> Linear<T> {
 
 impl<T: Element> Module<T> for Linear<T> {
     fn forward(&self, x: &Var<T>) -> Result<Var<T>> {
-        if x.rank() == 0 || x.shape()[x.rank() - 1] != self.weight.shape()[1] {
+        let [_, in_features] = param_dims("Linear", "weight", self.weight.shape())?;
+        if x.rank() == 0 || x.shape()[x.rank() - 1] != in_features {
             return Err(anneal_tensor::Error::shape(
                 "Linear",
                 &[x.shape(), self.weight.shape()],
-                format!("expected input [.., {}]", self.weight.shape()[1]),
+                format!("expected input [.., {in_features}]"),
             ));
         }
         expect_rank("Linear", x, &[1, 2, 3, 4, 5, 6], "of rank ≥ 1")?;

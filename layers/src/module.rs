@@ -175,6 +175,19 @@ pub(crate) fn expect_rank<T: Element>(
     Ok(())
 }
 
+/// The dims of a parameter `what` of `layer` that must have rank `N`: its
+/// value can be replaced by a tensor of any shape (`Param::value_mut`, the
+/// layers' public fields), so forward passes check before indexing.
+pub(crate) fn param_dims<const N: usize>(
+    layer: &'static str,
+    what: &str,
+    shape: &[usize],
+) -> Result<[usize; N]> {
+    <[usize; N]>::try_from(shape).map_err(|_| {
+        anneal_tensor::Error::shape(layer, &[shape], format!("{what} must have rank {N}"))
+    })
+}
+
 /// Visits `weight` and an optional `bias` under `prefix` (the pair every
 /// affine layer has).
 pub(crate) fn visit_weight_bias<'a, T: Element>(

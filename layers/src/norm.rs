@@ -385,6 +385,15 @@ impl<T: Element> GroupNorm<T> {
 
 impl<T: Element> Module<T> for GroupNorm<T> {
     fn forward(&self, x: &Var<T>) -> Result<Var<T>> {
+        if self.num_groups == 0 || !self.num_channels.is_multiple_of(self.num_groups) {
+            return Err(Error::invalid(
+                "GroupNorm",
+                format!(
+                    "{} channels must divide into {} groups",
+                    self.num_channels, self.num_groups
+                ),
+            ));
+        }
         if x.rank() < 2 || x.shape()[1] != self.num_channels {
             return Err(Error::shape(
                 "GroupNorm",

@@ -7,7 +7,7 @@ use anneal_tensor::{Element, Error, Result, Tensor};
 use rand::Rng;
 
 use crate::init;
-use crate::module::{join, Entry, EntryMut, Module};
+use crate::module::{join, param_dims, Entry, EntryMut, Module};
 
 /// Checks `x` is `[.., T, d]` with `offset + T ≤ max_len`; returns `T`.
 fn check_input<T: Element>(
@@ -156,7 +156,7 @@ impl<T: Element> LearnedPositionalEncoding<T> {
     /// `[B, T, d]` or `[T, d]` with `offset + T ≤ max_len` → same shape:
     /// `y[b, t, :] = x[b, t, :] + weight[offset + t, :]`.
     pub fn forward_at(&self, x: &Var<T>, offset: usize) -> Result<Var<T>> {
-        let (max_len, d) = (self.weight.shape()[0], self.weight.shape()[1]);
+        let [max_len, d] = param_dims("LearnedPositionalEncoding", "weight", self.weight.shape())?;
         let t = check_input("LearnedPositionalEncoding", x, d, max_len, offset)?;
         x.add(&self.weight.var().narrow(0, offset, t)?)
     }

@@ -948,3 +948,101 @@ fn configurations_too_large_for_memory_are_errors() {
         assert!(bn.init::<f32>().is_err());
     }
 }
+
+/// Parameters and settings are public (`Param::value_mut`, `pub` fields):
+/// a layer whose parameter was replaced by a tensor of another shape, or
+/// whose settings were edited, answers with an error, never a panic.
+#[test]
+fn layers_with_parameters_of_the_wrong_shape() {
+    let mut s = Sweep::default();
+    let replacements: &[&[usize]] = &[&[], &[0], &[7], &[2, 2], &[1, 1, 1], &[3, 0, 2, 1, 1]];
+    for (name, layer) in layers() {
+        let n_params = {
+            let mut n = 0;
+            layer.visit("", &mut |_, e| {
+                if matches!(e, Entry::Param(_) | Entry::Buffer(_)) {
+                    n += 1;
+                }
+            });
+            n
+        };
+        drop(layer);
+        for k in 0..n_params {
+            for shape in replacements {
+                // A fresh copy of the layer with entry k replaced.
+                let (_, mut layer) = layers().into_iter().find(|(n, _)| *n == name).unwrap();
+                let mut i = 0;
+                let mut pname = String::new();
+                layer.visit_mut("", &mut |pn, e| {
+                    let t = match e {
+                        EntryMut::Param(p) => Some(p.value_mut()),
+                        EntryMut::Buffer(b) => Some(b),
+                        EntryMut::Counter(_) => None,
+                    };
+                    if let Some(t) = t {
+                        if i == k {
+                            *t = special(shape);
+                            pname = pn.to_string();
+                        }
+                        i += 1;
+                    }
+                });
+                for xs in [&[2usize, 3, 5][..], &[2, 3, 4, 4], &[2, 5], &[2, 3, 4]] {
+                    let w = || format!("{name} with {pname} {shape:?} on {xs:?}");
+                    let x = Var::leaf(iota(xs));
+                    s.fallible(w, || layer.forward(&x));
+                    if let Some(Ok(y)) = s.fallible(w, || layer.forward_train(&x)) {
+                        s.fallible(w, || y.sum_all()?.backward());
+                    }
+                }
+            }
+        }
+    }
+    // Edited settings.
+    let mut r = rng();
+    let x = Var::leaf(iota(&[2, 3, 4, 4]));
+    let mut conv = Conv2dConfig::new(3, 4, 3).init::<f32>(&mut r).unwrap();
+    for (stride, groups) in [(0, 1), (1, 0), (1, 2), (usize::MAX, 1)] {
+        conv.config.stride = [stride, 1];
+        conv.config.groups = groups;
+        s.fallible(
+            || format!("conv stride {stride} groups {groups}"),
+            || conv.forward(&x),
+        );
+    }
+    let mut ln = LayerNorm::<f32>::new(&[4]).unwrap();
+    for (shape, eps) in [
+        (vec![], 1e-5),
+        (vec![0], 1e-5),
+        (vec![5], 1e-5),
+        (vec![4], -1.0),
+        (vec![4], f64::NAN),
+    ] {
+        ln.normalized_shape = shape.clone();
+        ln.eps = eps;
+        s.fallible(|| format!("layer norm {shape:?} {eps}"), || ln.forward(&x));
+    }
+    let mut gn = GroupNorm::<f32>::new(1, 3).unwrap();
+    for (g, c) in [(0, 3), (2, 3), (1, 4), (usize::MAX, 3)] {
+        gn.num_groups = g;
+        gn.num_channels = c;
+        s.fallible(|| format!("group norm {g} {c}"), || gn.forward(&x));
+    }
+    let mut bn = BatchNormConfig::new(3).init::<f32>().unwrap();
+    for (m, eps) in [(Some(2.0), 1e-5), (None, -1.0), (Some(f64::NAN), f64::NAN)] {
+        bn.config.momentum = m;
+        bn.config.eps = eps;
+        s.fallible(
+            || format!("batch norm {m:?} {eps}"),
+            || bn.forward_train(&x),
+        );
+        s.fallible(|| format!("batch norm {m:?} {eps}"), || bn.forward(&x));
+    }
+    let mut emb = Embedding::<f32>::new(5, 2, None, &mut r).unwrap();
+    emb.padding_idx = Some(99);
+    s.fallible(
+        || "embedding padding 99".into(),
+        || emb.forward(&Var::leaf(iota(&[2, 2]))),
+    );
+    s.finish(1000);
+}

@@ -488,7 +488,7 @@ impl FakeQuantHook<f32> for QatHook {
     }
 
     fn weight(&self, w: &Var<f32>) -> Result<Var<f32>> {
-        let rows = w.shape()[0];
+        let rows = w.shape().first().copied().unwrap_or(1);
         let per = w.value().numel() / rows.max(1);
         let v = w.value().as_slice();
         let scale = |s: &[f32]| {

@@ -4,6 +4,7 @@
 //! weight-only 4-bit blocks (GGML's Q4_0). Weights are quantised and packed
 //! once, at conversion.
 
+use anneal_autograd::Param;
 use anneal_layers::{Conv2d, InferenceKernel, Linear, Padding};
 use anneal_tensor::{Error, Result, Tensor};
 use rayon::prelude::*;
@@ -85,12 +86,12 @@ pub struct QLinearKernel {
 impl QLinearKernel {
     /// Quantises and packs `layer`'s weight.
     pub fn new(layer: &Linear<f32>, per_channel: bool, act: ActivationQuant) -> Result<Self> {
-        let (n, k) = (layer.weight.shape()[0], layer.weight.shape()[1]);
+        let (n, k) = linear_dims(layer)?;
         let (q, w_scales) = quantize_weights(layer.weight.value().as_slice(), n, k, per_channel)?;
         Ok(QLinearKernel {
             packed: PackedWeightsI8::pack(&q, n, k)?,
             w_scales,
-            bias: layer.bias.as_ref().map(|b| b.value().to_vec()),
+            bias: checked_bias(layer.bias.as_ref(), n)?,
             act,
             n,
             k,
@@ -162,6 +163,31 @@ impl InferenceKernel<f32> for QLinearKernel {
     }
 }
 
+/// A layer's bias as a vector of `n` values (the field is public, so its
+/// length is checked).
+fn checked_bias(bias: Option<&Param<f32>>, n: usize) -> Result<Option<Vec<f32>>> {
+    match bias {
+        Some(b) if b.value().numel() != n => Err(Error::shape(
+            "quantised layer",
+            &[b.shape(), &[n]],
+            format!("the bias must hold {n} values"),
+        )),
+        b => Ok(b.map(|b| b.value().to_vec())),
+    }
+}
+
+/// `[out, in]` of a Linear layer's weight (public, so of any shape).
+fn linear_dims(layer: &Linear<f32>) -> Result<(usize, usize)> {
+    match *layer.weight.shape() {
+        [n, k] => Ok((n, k)),
+        _ => Err(Error::shape(
+            "QLinear",
+            &[layer.weight.shape()],
+            "the weight must be [out_features, in_features]",
+        )),
+    }
+}
+
 /// Geometry of a convolution as the kernels need it.
 #[derive(Debug, Clone, Copy)]
 struct ConvGeom {
@@ -176,17 +202,49 @@ struct ConvGeom {
     pads: [usize; 4],
 }
 
-fn conv_geom(c: &Conv2d<f32>) -> ConvGeom {
+/// The geometry of `c`, checked: its configuration and weight are public,
+/// so they may disagree or hold values no convolution accepts.
+fn conv_geom(c: &Conv2d<f32>) -> Result<ConvGeom> {
+    let op = "QConv2d";
     let cfg = &c.config;
+    let valid = cfg.groups > 0
+        && !cfg.kernel.contains(&0)
+        && !cfg.stride.contains(&0)
+        && !cfg.dilation.contains(&0)
+        && cfg.in_channels.is_multiple_of(cfg.groups)
+        && cfg.out_channels.is_multiple_of(cfg.groups);
+    if !valid {
+        return Err(Error::invalid(
+            op,
+            format!("{cfg:?} is not a valid convolution"),
+        ));
+    }
+    let want = [
+        cfg.out_channels,
+        cfg.in_channels / cfg.groups,
+        cfg.kernel[0],
+        cfg.kernel[1],
+    ];
+    if c.weight.shape() != want {
+        return Err(Error::shape(
+            op,
+            &[c.weight.shape(), &want],
+            "the weight does not fit the configuration",
+        ));
+    }
+    let span = |d: usize, k: usize| {
+        d.checked_mul(k - 1)
+            .ok_or_else(|| Error::invalid(op, format!("dilation {d} overflows")))
+    };
     let pads = match cfg.padding {
         Padding::Explicit(ph, pw) => [ph, pw, ph, pw],
         Padding::Same => {
-            let th = cfg.dilation[0] * (cfg.kernel[0] - 1);
-            let tw = cfg.dilation[1] * (cfg.kernel[1] - 1);
+            let th = span(cfg.dilation[0], cfg.kernel[0])?;
+            let tw = span(cfg.dilation[1], cfg.kernel[1])?;
             [th / 2, tw / 2, th - th / 2, tw - tw / 2]
         }
     };
-    ConvGeom {
+    Ok(ConvGeom {
         cin: cfg.in_channels,
         cout: cfg.out_channels,
         kh: cfg.kernel[0],
@@ -195,14 +253,15 @@ fn conv_geom(c: &Conv2d<f32>) -> ConvGeom {
         dilation: cfg.dilation,
         groups: cfg.groups,
         pads,
-    }
+    })
 }
 
 impl ConvGeom {
     fn out_hw(&self, h: usize, w: usize) -> Result<(usize, usize)> {
         let ext = |x: usize, p0: usize, p1: usize, k: usize, s: usize, d: usize| {
-            (x + p0 + p1)
-                .checked_sub(d * (k - 1) + 1)
+            x.checked_add(p0)?
+                .checked_add(p1)?
+                .checked_sub(d.checked_mul(k - 1)?.checked_add(1)?)
                 .map(|v| v / s + 1)
         };
         match (
@@ -258,7 +317,7 @@ pub struct QConv2dKernel {
 impl QConv2dKernel {
     /// Quantises and packs `layer`'s weight, one packed matrix per group.
     pub fn new(layer: &Conv2d<f32>, per_channel: bool, act: ActivationQuant) -> Result<Self> {
-        let geom = conv_geom(layer);
+        let geom = conv_geom(layer)?;
         let og = geom.cout / geom.groups;
         let kdim = geom.cin / geom.groups * geom.kh * geom.kw;
         let w = layer.weight.value().as_slice();
@@ -282,7 +341,7 @@ impl QConv2dKernel {
             geom,
             packed,
             w_scales,
-            bias: layer.bias.as_ref().map(|b| b.value().to_vec()),
+            bias: checked_bias(layer.bias.as_ref(), geom.cout)?,
             act,
             per_channel,
         })
@@ -440,10 +499,10 @@ impl BlockKernel {
 
     /// For a Linear layer, with 4- or 8-bit blocks.
     pub fn linear_bits(layer: &Linear<f32>, bits: u32) -> Result<Self> {
-        let (n, k) = (layer.weight.shape()[0], layer.weight.shape()[1]);
+        let (n, k) = linear_dims(layer)?;
         Ok(BlockKernel {
             w: Self::quantize(layer.weight.value().as_slice(), n, k, bits)?,
-            bias: layer.bias.as_ref().map(|b| b.value().to_vec()),
+            bias: checked_bias(layer.bias.as_ref(), n)?,
             conv: None,
             n,
             k,
@@ -452,12 +511,13 @@ impl BlockKernel {
 
     /// For a Conv2d layer (weight rows `[out, in/groups·kh·kw]`), with 4- or 8-bit blocks.
     pub fn conv2d_bits(layer: &Conv2d<f32>, bits: u32) -> Result<Self> {
+        let geom = conv_geom(layer)?;
         let s = layer.weight.shape().to_vec();
         let (n, k) = (s[0], s[1] * s[2] * s[3]);
         Ok(BlockKernel {
             w: Self::quantize(layer.weight.value().as_slice(), n, k, bits)?,
-            bias: layer.bias.as_ref().map(|b| b.value().to_vec()),
-            conv: Some((conv_geom(layer), s)),
+            bias: checked_bias(layer.bias.as_ref(), n)?,
+            conv: Some((geom, s)),
             n,
             k,
         })

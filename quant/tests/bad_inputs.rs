@@ -685,3 +685,90 @@ fn block_matrices_check_the_shape_before_allocating() {
         "sqnr_db: reference has 2 values, approx 0"
     );
 }
+
+/// Layers whose public weight, bias or configuration were edited into
+/// shapes that do not fit: quantising them is an error, never a panic.
+#[test]
+fn quantising_layers_with_inconsistent_public_fields() {
+    use anneal_layers::{InferenceKernel, Padding};
+    let mut s = Sweep::default();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+    let weights: &[&[usize]] = &[&[], &[6], &[3, 2], &[2, 3, 1], &[0, 3]];
+    for ws in weights {
+        for bias in [None, Some(vec![3]), Some(vec![5]), Some(vec![])] {
+            let mut lin = LinearConfig::new(3, 2).init::<f32>(&mut rng).unwrap();
+            *lin.weight.value_mut() = finite(ws);
+            if let Some(b) = &bias {
+                *lin.bias.as_mut().unwrap().value_mut() = finite(b);
+            }
+            let w = || format!("linear weight {ws:?} bias {bias:?}");
+            for per_channel in [false, true] {
+                if let Some(Ok(k)) = s.fallible(w, || {
+                    QLinearKernel::new(&lin, per_channel, ActivationQuant::Dynamic)
+                }) {
+                    s.fallible(w, || k.forward(&finite(&[2, 3])));
+                }
+            }
+            s.fallible(w, || BlockKernel::linear(&lin).map(|_| ()));
+            let mut m = Sequential::new().push(lin.clone());
+            for cfg in [
+                QuantConfig::uniform(LayerScheme::Int8 {
+                    per_channel: true,
+                    calibration: Calibration::MinMax,
+                }),
+                QuantConfig::uniform(LayerScheme::Int4WeightOnly),
+            ] {
+                s.fallible(w, || quantize_static(&mut m, &cfg, &[finite(&[2, 3])]));
+                let mut m = Sequential::new().push(lin.clone());
+                if let Some(Ok(p)) = s.fallible(w, || prepare_qat(&mut m, &cfg)) {
+                    s.fallible(w, || m.forward_train(&Var::leaf(finite(&[2, 3]))));
+                    s.fallible(w, || convert_qat(&mut m, &cfg, p));
+                }
+            }
+        }
+    }
+    type Edit = Box<dyn Fn(&mut anneal_layers::Conv2d<f32>)>;
+    let edits: Vec<(&str, Edit)> = vec![
+        ("groups 0", Box::new(|c| c.config.groups = 0)),
+        ("kernel 0", Box::new(|c| c.config.kernel = [0, 3])),
+        ("stride 0", Box::new(|c| c.config.stride = [0, 1])),
+        (
+            "same padding, huge dilation",
+            Box::new(|c| {
+                c.config.padding = Padding::Same;
+                c.config.dilation = [usize::MAX, 1];
+            }),
+        ),
+        (
+            "huge padding",
+            Box::new(|c| c.config.padding = Padding::Explicit(usize::MAX, 0)),
+        ),
+        (
+            "weight of another shape",
+            Box::new(|c| *c.weight.value_mut() = finite(&[4, 2, 3])),
+        ),
+        (
+            "bias of another length",
+            Box::new(|c| *c.bias.as_mut().unwrap().value_mut() = finite(&[7])),
+        ),
+    ];
+    for (name, edit) in &edits {
+        let mut conv = Conv2dConfig::new(2, 4, 3).init::<f32>(&mut rng).unwrap();
+        edit(&mut conv);
+        let w = || format!("conv {name}");
+        if let Some(Ok(k)) = s.fallible(w, || {
+            QConv2dKernel::new(
+                &conv,
+                true,
+                ActivationQuant::Static(AffineU8 {
+                    scale: 0.1,
+                    zero_point: 3,
+                }),
+            )
+        }) {
+            s.fallible(w, || k.forward(&finite(&[1, 2, 5, 5])));
+        }
+        s.fallible(w, || BlockKernel::conv2d(&conv).map(|_| ()));
+    }
+    s.finish(100);
+}
