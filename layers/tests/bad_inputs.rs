@@ -6,114 +6,16 @@
 //! initialiser meets degenerate and overflowing shapes. Each call returns a
 //! typed error naming its op or a result; none panics.
 
-use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Once;
-
 use anneal_autograd::Var;
 use anneal_layers::init::{self, FanMode, Nonlinearity};
 use anneal_layers::*;
-use anneal_tensor::{Conv2dParams, Error, Pool2dParams, Result, Tensor};
+use anneal_tensor::{Conv2dParams, Error, Pool2dParams, Tensor};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-thread_local! {
-    static QUIET: Cell<bool> = const { Cell::new(false) };
-    static LAST_PANIC: RefCell<String> = const { RefCell::new(String::new()) };
-}
-
-/// Installs (once) a panic hook that, inside a sweep, records the panic's
-/// location and message instead of printing a backtrace per call.
-fn install_hook() {
-    static HOOK: Once = Once::new();
-    HOOK.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if QUIET.with(Cell::get) {
-                let loc = info
-                    .location()
-                    .map(|l| format!("{}:{}", l.file(), l.line()))
-                    .unwrap_or_default();
-                let msg = info
-                    .payload()
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                LAST_PANIC.with(|l| *l.borrow_mut() = format!("{loc}: {msg}"));
-            } else {
-                default(info);
-            }
-        }));
-    });
-}
-
-/// Runs calls under `catch_unwind` and collects the ones that panicked,
-/// grouped by where they panicked.
-#[derive(Default)]
-struct Sweep {
-    calls: usize,
-    panics: BTreeMap<String, (usize, String)>,
-    bad_errors: Vec<String>,
-}
-
-impl Sweep {
-    /// Runs `f`, recording a panic under `what`.
-    fn run<R>(&mut self, what: impl FnOnce() -> String, f: impl FnOnce() -> R) -> Option<R> {
-        install_hook();
-        self.calls += 1;
-        QUIET.with(|q| q.set(true));
-        let r = catch_unwind(AssertUnwindSafe(f));
-        QUIET.with(|q| q.set(false));
-        match r {
-            Ok(r) => Some(r),
-            Err(_) => {
-                let at = LAST_PANIC.with(|l| l.borrow().clone());
-                let e = self.panics.entry(at).or_insert((0, what()));
-                e.0 += 1;
-                None
-            }
-        }
-    }
-    /// Runs a fallible call: no panic, and an error names its op first.
-    fn fallible<R>(
-        &mut self,
-        what: impl Fn() -> String,
-        f: impl FnOnce() -> Result<R>,
-    ) -> Option<Result<R>> {
-        let r = self.run(&what, f)?;
-        if let Err(e) = &r {
-            let msg = e.to_string();
-            if e.op().is_empty() || !msg.starts_with(&format!("{}: ", e.op())) {
-                self.bad_errors
-                    .push(format!("{}: error does not name its op: {msg}", what()));
-            }
-        }
-        Some(r)
-    }
-
-    #[track_caller]
-    fn finish(self, min_calls: usize) {
-        let panics: Vec<String> = self
-            .panics
-            .iter()
-            .map(|(at, (n, first))| format!("{n} calls panicked at {at}; first: {first}"))
-            .collect();
-        assert!(
-            panics.is_empty() && self.bad_errors.is_empty(),
-            "of {} calls:\n{}\nbad results:\n{}",
-            self.calls,
-            panics.join("\n"),
-            self.bad_errors.join("\n")
-        );
-        assert!(
-            self.calls >= min_calls,
-            "only {} calls were made",
-            self.calls
-        );
-    }
-}
+#[path = "../../tensor/tests/support/sweep.rs"]
+mod sweep;
+use sweep::Sweep;
 
 const SPECIAL: &[f32] = &[
     f32::NAN,
