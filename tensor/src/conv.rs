@@ -161,13 +161,13 @@ impl Geometry {
                 ),
             ));
         }
-        if cg * p.groups != c {
+        if cg.checked_mul(p.groups) != Some(c) {
             return Err(Error::shape(
                 op,
                 &[input, weight],
                 format!(
-                    "weight expects {} input channels, input has {c}",
-                    cg * p.groups
+                    "weight expects {cg} × {} groups input channels, input has {c}",
+                    p.groups
                 ),
             ));
         }
@@ -183,8 +183,26 @@ impl Geometry {
         let (Some(oh), Some(ow)) = (oh, ow) else {
             return Err(Error::shape(op, &[input, weight], format!("kernel (dilated) is larger than the padded input (padding {:?}, dilation {:?})", p.padding, p.dilation)));
         };
+        // Index arithmetic in the kernels runs in `isize` over the padded
+        // extent (`y·s + i·d − p`), so both padded extents and both strides
+        // must fit; every product the kernels form is checked here.
+        let too_large = || Error::TooLarge {
+            op,
+            shape: input.to_vec(),
+        };
+        for (extent, pad, stride) in [
+            (h, p.padding[0], p.stride[0]),
+            (w, p.padding[1], p.stride[1]),
+        ] {
+            let padded = pad.checked_mul(2).and_then(|p2| extent.checked_add(p2));
+            if padded.is_none_or(|v| v > isize::MAX as usize) || stride > isize::MAX as usize {
+                return Err(too_large());
+            }
+        }
         checked_numel(op, &[n, o, oh, ow])?;
-        checked_numel(op, &[c / p.groups * kh * kw, oh * ow])?;
+        checked_numel(op, &[n, c, h, w])?;
+        checked_numel(op, &[cg, kh, kw, oh, ow])?;
+        checked_numel(op, &[o, cg, kh, kw])?;
         Ok(Geometry {
             n,
             c,

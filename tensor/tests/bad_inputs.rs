@@ -539,15 +539,12 @@ fn convolution_with_extreme_parameters() {
     s.finish(10_000);
 }
 
-/// Found by this sweep in `tensor/src/conv.rs` (`Geometry::new`), left for
-/// the owner of that file: `cg * p.groups` overflows for `groups` near
-/// `usize::MAX` with zero channels, and `oh * ow` overflows for a huge
-/// padding with no output channels, or a caller-given input shape with a
-/// huge spatial extent and no images; and a stride above `isize::MAX`
-/// with padding wraps in `valid_range` and indexes out of bounds.
-/// Both want `checked_mul` → [`Error::TooLarge`].
+/// Found by this sweep and fixed in `Geometry::new`: `cg * groups`
+/// overflowed for `groups` near `usize::MAX` with zero channels, `oh * ow`
+/// for a huge padding with no output channels or a huge caller-given
+/// spatial extent with no images, and a stride above `isize::MAX` with
+/// padding wrapped in `valid_range` and indexed out of bounds.
 #[test]
-#[ignore = "conv.rs Geometry::new overflows (see the doc comment); un-ignore once fixed"]
 fn convolution_with_overflowing_groups_or_shapes() {
     let mut s = Sweep::default();
     let inputs: &[&[usize]] = &[&[1, 0, 3, 3], &[0, 2, 5, 5], &[1, 2, 5, 5]];
