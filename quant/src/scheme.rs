@@ -594,20 +594,26 @@ fn check_scales(op: &'static str, scales: &[f32]) -> Result<()> {
 /// Quantises one value: `clamp(round_half_even(x / scale) + zero_point, qmin, qmax)`.
 ///
 /// `±∞` saturates; NaN gives `clamp(zero_point, qmin, qmax)` (callers that
-/// care reject NaN first, as [`QTensor::quantize`] does).
+/// care reject NaN first, as [`QTensor::quantize`] does). A range with
+/// `qmin > qmax` gives `qmax`, as `torch.clamp` does (the clamp is
+/// `min(max(·, qmin), qmax)`, not [`Ord::clamp`], which would panic).
 #[inline]
 pub fn quantize_value(x: f32, scale: f32, zero_point: i32, qmin: i32, qmax: i32) -> i32 {
     let r = f64::from((x / scale).round_ties_even());
     if r.is_nan() {
-        return zero_point.clamp(qmin, qmax);
+        return zero_point.max(qmin).min(qmax);
     }
-    (r + f64::from(zero_point)).clamp(f64::from(qmin), f64::from(qmax)) as i32
+    // Not NaN: `r` is finite or ±∞ and the zero point is finite.
+    (r + f64::from(zero_point))
+        .max(f64::from(qmin))
+        .min(f64::from(qmax)) as i32
 }
 
-/// Dequantises one value: `(q − zero_point) · scale`.
+/// Dequantises one value: `(q − zero_point) · scale`, the difference taken
+/// in 64 bits so that no pair of `i32`s overflows.
 #[inline]
 pub fn dequantize_value(q: i32, scale: f32, zero_point: i32) -> f32 {
-    (q - zero_point) as f32 * scale
+    (i64::from(q) - i64::from(zero_point)) as f32 * scale
 }
 
 /// `(outer, channels, inner)` of `shape` around `axis`: element `i` belongs

@@ -151,13 +151,29 @@ fn schemes_parameters_and_quantised_tensors() {
     for &x in F {
         for &scale in F {
             for &zp in I {
-                let w = || format!("value {x} {scale} {zp}");
-                if let Some(q) = s.run(w, || quantize_value(x, scale, zp, -128, 127)) {
-                    if !(-128..=127).contains(&q) {
-                        s.bad_errors.push(format!("{}: {q} outside the range", w()));
+                // An empty range (qmin > qmax) is `qmax`, as `torch.clamp` has it.
+                for (lo, hi) in [(-128, 127), (127, -128), (i32::MIN, i32::MAX), (5, 5)] {
+                    let w = || format!("value {x} {scale} {zp} in [{lo}, {hi}]");
+                    if let Some(q) = s.run(w, || quantize_value(x, scale, zp, lo, hi)) {
+                        let ok = if lo <= hi {
+                            (lo..=hi).contains(&q)
+                        } else {
+                            q == hi
+                        };
+                        if !ok {
+                            s.bad_errors.push(format!("{}: {q} outside the range", w()));
+                        }
                     }
                 }
-                s.run(w, || dequantize_value(zp, scale, zp));
+                for &q in I {
+                    let w = || format!("dequantize {q} {scale} {zp}");
+                    if let Some(v) = s.run(w, || dequantize_value(q, scale, zp)) {
+                        let want = (i64::from(q) - i64::from(zp)) as f32 * scale;
+                        if v.to_bits() != want.to_bits() {
+                            s.bad_errors.push(format!("{}: {v}, expected {want}", w()));
+                        }
+                    }
+                }
             }
         }
     }
