@@ -670,7 +670,7 @@ impl<T: Element> MultiHeadAttention<T> {
 
     /// Restarts the dropout generator from `seed`.
     pub fn reseed(&mut self, seed: u64) {
-        self.dropout = Dropout::new(self.dropout.p(), seed).expect("p was validated");
+        Module::<T>::reseed(&mut self.dropout, seed);
     }
 
     /// Binds this layer's parameters (in `named_parameters()` order) from a cursor.

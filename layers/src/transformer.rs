@@ -387,13 +387,12 @@ impl<T: Element> TransformerEncoderLayer<T> {
     /// Restarts every dropout generator of the block from `seed` (as
     /// [`TransformerLayerConfig::seed`] does at construction).
     pub fn reseed(&mut self, seed: u64) {
-        let p = self.dropout.p();
         self.self_attn.reseed(derive_seed(seed, 0));
         for (k, d) in [&mut self.dropout, &mut self.dropout1, &mut self.dropout2]
             .into_iter()
             .enumerate()
         {
-            *d = Dropout::new(p, derive_seed(seed, k as u64 + 1)).expect("p was validated");
+            Module::<T>::reseed(d, derive_seed(seed, k as u64 + 1));
         }
     }
 
@@ -646,7 +645,6 @@ impl<T: Element> TransformerDecoderLayer<T> {
 
     /// Restarts every dropout generator of the block from `seed`.
     pub fn reseed(&mut self, seed: u64) {
-        let p = self.dropout.p();
         self.self_attn.reseed(derive_seed(seed, 0));
         self.multihead_attn.reseed(derive_seed(seed, 4));
         for (k, d) in [
@@ -655,7 +653,7 @@ impl<T: Element> TransformerDecoderLayer<T> {
             (3, &mut self.dropout2),
             (5, &mut self.dropout3),
         ] {
-            *d = Dropout::new(p, derive_seed(seed, k)).expect("p was validated");
+            Module::<T>::reseed(d, derive_seed(seed, k));
         }
     }
 

@@ -41,27 +41,22 @@ pub fn clip_grad_norm<T: Element>(
             format!("norm_type must be > 0 or infinity, got {norm_type}"),
         ));
     }
-    let present: Vec<ParamId> = ids
+    let present: Vec<(ParamId, &[T])> = ids
         .iter()
-        .copied()
-        .filter(|&id| grads.get_by_id(id).is_some())
+        .filter_map(|&id| Some((id, grads.get_by_id(id)?.as_slice())))
         .collect();
     let total = if norm_type == f64::INFINITY {
-        present
-            .iter()
-            .flat_map(|&id| grads.get_by_id(id).unwrap().as_slice())
-            .fold(0.0f64, |m, &x| {
-                let a = x.to_f64_exact().abs();
-                if a > m || a.is_nan() {
-                    a
-                } else {
-                    m
-                }
-            })
+        present.iter().flat_map(|&(_, g)| g).fold(0.0f64, |m, &x| {
+            let a = x.to_f64_exact().abs();
+            if a > m || a.is_nan() {
+                a
+            } else {
+                m
+            }
+        })
     } else {
         let mut sum = 0.0f64;
-        for &id in &present {
-            let g = grads.get_by_id(id).unwrap().as_slice();
+        for &(_, g) in &present {
             sum += if norm_type == 2.0 {
                 g.iter()
                     .map(|&x| {
@@ -86,16 +81,12 @@ pub fn clip_grad_norm<T: Element>(
         }
     };
     if !total.is_finite() {
-        let culprit = present.iter().enumerate().find(|(_, &id)| {
-            !grads
-                .get_by_id(id)
-                .unwrap()
-                .as_slice()
-                .iter()
-                .all(|x| x.is_finite())
-        });
+        let culprit = present
+            .iter()
+            .enumerate()
+            .find(|(_, (_, g))| !g.iter().all(|x| x.is_finite()));
         let who = match culprit {
-            Some((pos, id)) => format!(
+            Some((pos, (id, _))) => format!(
                 "the gradient of parameter {} (entry {pos} of the list) holds a non-finite value",
                 id.as_u64()
             ),
@@ -109,7 +100,7 @@ pub fn clip_grad_norm<T: Element>(
     let coef = max_norm / (total + 1e-6);
     if coef < 1.0 {
         let coef = T::from_f64_lossy(coef);
-        let wanted: HashMap<ParamId, ()> = present.iter().map(|&id| (id, ())).collect();
+        let wanted: HashMap<ParamId, ()> = present.iter().map(|&(id, _)| (id, ())).collect();
         for (id, g) in grads.iter_mut() {
             if wanted.contains_key(&id) {
                 for x in g.data_mut() {
