@@ -6,11 +6,7 @@
 //! naming what is wrong) or a result; none panics, aborts or hangs. The
 //! file loaders have their own property tests.
 
-use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::sync::Once;
 
 use anneal_autograd::Var;
 use anneal_layers::Module;
@@ -25,102 +21,24 @@ use anneal_zoo::trainer::{evaluate, resume, train, TrainConfig};
 use anneal_zoo::Result;
 use rand::SeedableRng;
 
-thread_local! {
-    static QUIET: Cell<bool> = const { Cell::new(false) };
-    static LAST_PANIC: RefCell<String> = const { RefCell::new(String::new()) };
-}
+#[path = "../../tensor/tests/support/sweep.rs"]
+mod sweep;
+use sweep::SweepError;
 
-/// Installs (once) a panic hook that, inside a sweep, records the panic's
-/// location and message instead of printing a backtrace per call.
-fn install_hook() {
-    static HOOK: Once = Once::new();
-    HOOK.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if QUIET.with(Cell::get) {
-                let loc = info
-                    .location()
-                    .map(|l| format!("{}:{}", l.file(), l.line()))
-                    .unwrap_or_default();
-                let msg = info
-                    .payload()
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                LAST_PANIC.with(|l| *l.borrow_mut() = format!("{loc}: {msg}"));
-            } else {
-                default(info);
-            }
-        }));
-    });
-}
-
-/// Runs calls under `catch_unwind` and collects the ones that panicked,
-/// grouped by where they panicked.
-#[derive(Default)]
-struct Sweep {
-    calls: usize,
-    panics: BTreeMap<String, (usize, String)>,
-    bad_errors: Vec<String>,
-}
-
-impl Sweep {
-    /// Runs `f`, recording a panic under `what`.
-    fn run<R>(&mut self, what: impl FnOnce() -> String, f: impl FnOnce() -> R) -> Option<R> {
-        install_hook();
-        self.calls += 1;
-        QUIET.with(|q| q.set(true));
-        let r = catch_unwind(AssertUnwindSafe(f));
-        QUIET.with(|q| q.set(false));
-        match r {
-            Ok(r) => Some(r),
-            Err(_) => {
-                let at = LAST_PANIC.with(|l| l.borrow().clone());
-                let e = self.panics.entry(at).or_insert((0, what()));
-                e.0 += 1;
-                None
-            }
+/// Zoo errors are one non-empty line (the CLI prints them as
+/// `anneal: error: …`).
+impl SweepError for anneal_zoo::Error {
+    fn fault(&self) -> Option<String> {
+        let msg = self.to_string();
+        if msg.trim().is_empty() || msg.contains('\n') {
+            Some(format!("error is not one line: {msg:?}"))
+        } else {
+            None
         }
     }
-    /// Runs a fallible call: no panic, and an error is one non-empty line.
-    fn fallible<R>(
-        &mut self,
-        what: impl Fn() -> String,
-        f: impl FnOnce() -> Result<R>,
-    ) -> Option<Result<R>> {
-        let r = self.run(&what, f)?;
-        if let Err(e) = &r {
-            let msg = e.to_string();
-            if msg.trim().is_empty() || msg.contains('\n') {
-                self.bad_errors
-                    .push(format!("{}: error is not one line: {msg:?}", what()));
-            }
-        }
-        Some(r)
-    }
-
-    #[track_caller]
-    fn finish(self, min_calls: usize) {
-        let panics: Vec<String> = self
-            .panics
-            .iter()
-            .map(|(at, (n, first))| format!("{n} calls panicked at {at}; first: {first}"))
-            .collect();
-        assert!(
-            panics.is_empty() && self.bad_errors.is_empty(),
-            "of {} calls:\n{}\nbad results:\n{}",
-            self.calls,
-            panics.join("\n"),
-            self.bad_errors.join("\n")
-        );
-        assert!(
-            self.calls >= min_calls,
-            "only {} calls were made",
-            self.calls
-        );
-    }
 }
+
+type Sweep = sweep::Sweep<anneal_zoo::Error>;
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("anneal-zoo-bad-{}-{name}", std::process::id()));
@@ -148,7 +66,7 @@ fn ones(shape: &[usize]) -> Tensor<f32> {
 
 #[test]
 fn data_sets_splits_and_synthetic_tasks() {
-    let mut s = Sweep::default();
+    let mut s = Sweep::new();
     let d = load_digits().unwrap();
     let inconsistent = Dataset {
         inputs: ones(&[3, 1, 8, 8]),
@@ -208,7 +126,7 @@ fn data_sets_splits_and_synthetic_tasks() {
 
 #[test]
 fn model_configurations_and_forward_passes() {
-    let mut s = Sweep::default();
+    let mut s = Sweep::new();
     let mut models: Vec<(String, Box<dyn Module<f32>>)> = Vec::new();
     let mut add = |s: &mut Sweep, name: String, r: Option<Result<Box<dyn Module<f32>>>>| {
         if let Some(Ok(m)) = r {
@@ -320,7 +238,7 @@ fn model_configurations_and_forward_passes() {
 
 #[test]
 fn tiny_lm_generation_and_logits_with_bad_tokens() {
-    let mut s = Sweep::default();
+    let mut s = Sweep::new();
     let lm = TinyLmConfig {
         vocab: 5,
         max_len: 4,
@@ -368,7 +286,7 @@ fn tiny_lm_generation_and_logits_with_bad_tokens() {
 
 #[test]
 fn trainer_configurations_datasets_and_checkpoints() {
-    let mut s = Sweep::default();
+    let mut s = Sweep::new();
     let d = load_digits().unwrap();
     let small = d.subset(&(0..32).collect::<Vec<_>>()).unwrap();
     let empty = d.subset(&[]).unwrap();
@@ -541,7 +459,7 @@ fn trainer_configurations_datasets_and_checkpoints() {
 
 #[test]
 fn plots_and_benchmark_runner_with_bad_arguments() {
-    let mut s = Sweep::default();
+    let mut s = Sweep::new();
     let dir = tmp("plots");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("a-file"), b"x").unwrap();

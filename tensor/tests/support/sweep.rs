@@ -1,16 +1,38 @@
 //! The no-panic sweep harness shared by every crate's `tests/bad_inputs.rs`
 //! (included with `#[path]`): runs calls under `catch_unwind` with a quiet
-//! panic hook, groups panics by location, and checks that errors name their
-//! op.
+//! panic hook, groups panics by location, and checks each error with its
+//! type's [`SweepError::fault`]: an `anneal_tensor::Error` must name its op
+//! (the default); the zoo implements the trait for `anneal_zoo::Error`
+//! (one non-empty line) and sweeps with `Sweep<anneal_zoo::Error>`.
 
 #![allow(dead_code)] // each sweep uses the parts it needs
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Once;
 
-use anneal_tensor::Result;
+/// What a sweep requires of an error beyond being returned instead of a
+/// panic.
+pub trait SweepError: Display {
+    /// What is wrong with this error as a user would read it, or `None`.
+    fn fault(&self) -> Option<String>;
+}
+
+/// Tensor, autograd, layer, optimiser and quantisation errors name their op
+/// first: `op: …`.
+impl SweepError for anneal_tensor::Error {
+    fn fault(&self) -> Option<String> {
+        let msg = self.to_string();
+        if self.op().is_empty() || !msg.starts_with(&format!("{}: ", self.op())) {
+            Some(format!("error does not name its op: {msg}"))
+        } else {
+            None
+        }
+    }
+}
 
 thread_local! {
     static QUIET: Cell<bool> = const { Cell::new(false) };
@@ -44,15 +66,34 @@ fn install_hook() {
 }
 
 /// Runs calls under `catch_unwind` and collects the ones that panicked,
-/// grouped by where they panicked.
-#[derive(Default)]
-pub struct Sweep {
+/// grouped by where they panicked, and the errors of type `E` that fail
+/// [`SweepError::fault`].
+pub struct Sweep<E: SweepError = anneal_tensor::Error> {
     pub calls: usize,
     pub panics: BTreeMap<String, (usize, String)>,
     pub bad_errors: Vec<String>,
+    error: PhantomData<fn() -> E>,
 }
 
-impl Sweep {
+/// Only for the default error type, so that `Sweep::default()` needs no
+/// annotation; other error types use [`Sweep::new`].
+impl Default for Sweep {
+    fn default() -> Self {
+        Sweep::new()
+    }
+}
+
+impl<E: SweepError> Sweep<E> {
+    /// An empty sweep.
+    pub fn new() -> Self {
+        Sweep {
+            calls: 0,
+            panics: BTreeMap::new(),
+            bad_errors: Vec::new(),
+            error: PhantomData,
+        }
+    }
+
     /// Runs `f`, recording a panic under `what`.
     pub fn run<R>(&mut self, what: impl FnOnce() -> String, f: impl FnOnce() -> R) -> Option<R> {
         install_hook();
@@ -70,18 +111,17 @@ impl Sweep {
             }
         }
     }
-    /// Runs a fallible call: no panic, and an error names its op first.
+    /// Runs a fallible call: no panic, and an error passes
+    /// [`SweepError::fault`].
     pub fn fallible<R>(
         &mut self,
         what: impl Fn() -> String,
-        f: impl FnOnce() -> Result<R>,
-    ) -> Option<Result<R>> {
+        f: impl FnOnce() -> Result<R, E>,
+    ) -> Option<Result<R, E>> {
         let r = self.run(&what, f)?;
         if let Err(e) = &r {
-            let msg = e.to_string();
-            if e.op().is_empty() || !msg.starts_with(&format!("{}: ", e.op())) {
-                self.bad_errors
-                    .push(format!("{}: error does not name its op: {msg}", what()));
+            if let Some(fault) = e.fault() {
+                self.bad_errors.push(format!("{}: {fault}", what()));
             }
         }
         Some(r)
