@@ -205,6 +205,107 @@ struct TrainerState {
     bad_epochs: usize,
 }
 
+/// 64-bit FNV-1a of `bytes`: cheap, dependency-free, and plenty to tell two
+/// checkpoint files apart (it guards against mixing, not against attack).
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Length and FNV-1a hash of one file of a checkpoint set, as recorded in
+/// its trainer JSON.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Fingerprint {
+    bytes: u64,
+    fnv1a64: u64,
+}
+
+impl Fingerprint {
+    fn of(bytes: &[u8]) -> Self {
+        Fingerprint {
+            bytes: bytes.len() as u64,
+            fnv1a64: fnv1a64(bytes),
+        }
+    }
+
+    fn to_json(self) -> serde_json::Value {
+        serde_json::json!({
+            "bytes": self.bytes,
+            "fnv1a64": format!("{:016x}", self.fnv1a64),
+        })
+    }
+
+    fn from_json(v: &serde_json::Value) -> Option<Self> {
+        let hash = v.get("fnv1a64")?.as_str()?;
+        if hash.len() != 16 {
+            return None;
+        }
+        Some(Fingerprint {
+            bytes: v.get("bytes")?.as_u64()?,
+            fnv1a64: u64::from_str_radix(hash, 16).ok()?,
+        })
+    }
+}
+
+/// The three files of checkpoint `tag`.
+fn checkpoint_files(tag: &str) -> [String; 3] {
+    [
+        format!("{tag}.model.safetensors"),
+        format!("{tag}.optimizer.safetensors"),
+        format!("{tag}.trainer.json"),
+    ]
+}
+
+/// Whether `name` is a temporary file that [`anneal_layers::write_atomically`]
+/// leaves behind when a save of one of `files` is killed: exactly
+/// `.{file}.tmp-{pid}-{n}`, and not from this process (whose temporaries
+/// are removed on every error and panic, so one of its own may belong to a
+/// save in progress on another thread).
+fn is_stale_temp(name: &str, files: &[String]) -> bool {
+    let Some(rest) = name.strip_prefix('.') else {
+        return false;
+    };
+    files.iter().any(|file| {
+        let Some(suffix) = rest
+            .strip_prefix(file.as_str())
+            .and_then(|r| r.strip_prefix(".tmp-"))
+        else {
+            return false;
+        };
+        let Some((pid, n)) = suffix.split_once('-') else {
+            return false;
+        };
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        digits(pid) && digits(n) && pid != std::process::id().to_string()
+    })
+}
+
+/// Removes temporaries that killed saves of checkpoint `tag` left in `dir`
+/// (see [`is_stale_temp`]); best effort, nothing else is touched.
+fn remove_stale_temps(dir: &Path, tag: &str) {
+    let files = checkpoint_files(tag);
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        if is_file
+            && entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| is_stale_temp(n, &files))
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Writes checkpoint `tag` as a consistent set: the model and the optimiser
+/// state first (each atomically), then the trainer JSON, which records the
+/// length and FNV-1a hash of the bytes just written to the other two. A crash
+/// between the writes leaves a JSON that does not match the newer file, which
+/// [`resume`] refuses instead of continuing from a mixed checkpoint.
 fn save_checkpoint<M: Module<f32> + ?Sized, O: Optimizer<f32> + ?Sized>(
     dir: &Path,
     tag: &str,
@@ -212,28 +313,40 @@ fn save_checkpoint<M: Module<f32> + ?Sized, O: Optimizer<f32> + ?Sized>(
     opt: &O,
     st: &TrainerState,
 ) -> Result<()> {
-    let io = |source| Error::Io {
+    let [model_file, opt_file, json_file] = checkpoint_files(tag);
+    let write = |name: &str, bytes: &[u8]| {
+        let path = dir.join(name);
+        anneal_layers::write_atomically(&path, bytes).map_err(|source| Error::Io { path, source })
+    };
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
         path: dir.to_path_buf(),
         source,
-    };
-    std::fs::create_dir_all(dir).map_err(io)?;
-    anneal_layers::save_safetensors(model, dir.join(format!("{tag}.model.safetensors")))?;
-    opt.state_dict()
-        .save(dir.join(format!("{tag}.optimizer.safetensors")))?;
+    })?;
+    remove_stale_temps(dir, tag);
+    let model_bytes = anneal_layers::to_safetensors_bytes(model)?;
+    let opt_bytes = opt.state_dict().to_bytes()?;
+    write(&model_file, &model_bytes)?;
+    write(&opt_file, &opt_bytes)?;
     let json = serde_json::json!({
         "next_epoch": st.next_epoch,
         "best_loss": st.best_loss,
         "best_epoch": st.best_epoch,
         "bad_epochs": st.bad_epochs,
+        "model": Fingerprint::of(&model_bytes).to_json(),
+        "optimizer": Fingerprint::of(&opt_bytes).to_json(),
     });
-    anneal_layers::write_atomically(
-        &dir.join(format!("{tag}.trainer.json")),
-        json.to_string().as_bytes(),
-    )
-    .map_err(io)
+    write(&json_file, json.to_string().as_bytes())
 }
 
-fn load_trainer_state(path: &Path) -> Result<TrainerState> {
+/// A checkpoint's trainer JSON: the trainer state and the fingerprints of
+/// the model and optimiser files it was saved with.
+struct SavedTrainer {
+    state: TrainerState,
+    model: Fingerprint,
+    optimizer: Fingerprint,
+}
+
+fn load_trainer_state(path: &Path) -> Result<SavedTrainer> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -245,7 +358,7 @@ fn load_trainer_state(path: &Path) -> Result<TrainerState> {
     };
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(&e.to_string()))?;
     let get_u = |k: &str| v.get(k).and_then(|x| x.as_u64()).map(|x| x as usize);
-    Ok(TrainerState {
+    let state = TrainerState {
         next_epoch: get_u("next_epoch").ok_or_else(|| bad("missing next_epoch"))?,
         best_loss: v
             .get("best_loss")
@@ -253,7 +366,47 @@ fn load_trainer_state(path: &Path) -> Result<TrainerState> {
             .unwrap_or(f64::INFINITY),
         best_epoch: get_u("best_epoch"),
         bad_epochs: get_u("bad_epochs").unwrap_or(0),
+    };
+    let fingerprint = |k: &str| match v.get(k) {
+        None => Err(bad(&format!(
+            "no `{k}` fingerprint: written before checkpoints were saved as a verified set, \
+             so its model and optimiser files cannot be checked to belong to it; load them \
+             yourself (load_safetensors, OptimizerState::load) and continue with train_epochs"
+        ))),
+        Some(f) => Fingerprint::from_json(f).ok_or_else(|| {
+            bad(&format!(
+                "`{k}` must be {{\"bytes\": <length>, \"fnv1a64\": \"<16 hex digits>\"}}"
+            ))
+        }),
+    };
+    Ok(SavedTrainer {
+        state,
+        model: fingerprint("model")?,
+        optimizer: fingerprint("optimizer")?,
     })
+}
+
+/// Reads checkpoint `tag` from `dir` and checks that its model and optimiser
+/// files are the ones its trainer JSON was saved with. Touches nothing.
+fn read_checkpoint(dir: &Path, tag: &str) -> Result<(SavedTrainer, Vec<u8>, Vec<u8>)> {
+    let [model_file, opt_file, json_file] = checkpoint_files(tag);
+    let saved = load_trainer_state(&dir.join(&json_file))?;
+    let read = |name: &str, want: Fingerprint| {
+        let path = dir.join(name);
+        let bytes = std::fs::read(&path).map_err(|source| Error::Io { path, source })?;
+        if Fingerprint::of(&bytes) != want {
+            return Err(Error::Invalid(format!(
+                "checkpoint {tag} in {}: {name} is not the one {json_file} (saved after {} \
+                 epochs) was saved with (written by another epoch or a crash mid-save)",
+                dir.display(),
+                saved.state.next_epoch,
+            )));
+        }
+        Ok(bytes)
+    };
+    let model_bytes = read(&model_file, saved.model)?;
+    let opt_bytes = read(&opt_file, saved.optimizer)?;
+    Ok((saved, model_bytes, opt_bytes))
 }
 
 /// Trains `model` on `train`, evaluating on `eval` after every epoch.
@@ -329,6 +482,15 @@ where
 /// `cfg.checkpoint_dir`: restores the model, the optimiser state, the
 /// schedule position and the early-stopping counters, then trains the
 /// remaining epochs.
+///
+/// The checkpoint's `{tag}.trainer.json` records the length and FNV-1a hash
+/// of the `{tag}.model.safetensors` and `{tag}.optimizer.safetensors` it was
+/// saved with; both are checked before anything is loaded, so files from
+/// different epochs (a crash between the writes of a save) are an error
+/// naming the file, never a silently mixed resume. A trainer JSON from
+/// before these fingerprints is refused with an error saying so. When the
+/// checkpoint or the configuration is refused, the model and the optimiser
+/// are left as they were.
 pub fn resume<M, O>(
     model: &mut M,
     opt: &mut O,
@@ -346,12 +508,46 @@ where
         .checkpoint_dir
         .as_ref()
         .ok_or_else(|| Error::Invalid("resume needs checkpoint_dir".into()))?;
-    anneal_layers::load_safetensors(model, dir.join(format!("{tag}.model.safetensors")), true)?;
-    opt.load_state_dict(&OptimizerState::load(
-        dir.join(format!("{tag}.optimizer.safetensors")),
-    )?)?;
-    let st = load_trainer_state(&dir.join(format!("{tag}.trainer.json")))?;
-    run(model, opt, schedule, train, eval, cfg, st)
+    check_run(train, cfg)?;
+    let (saved, model_bytes, opt_bytes) = read_checkpoint(dir, tag)?;
+    let opt_path = dir.join(format!("{tag}.optimizer.safetensors"));
+    let opt_state = OptimizerState::from_bytes(&opt_bytes).map_err(|e| match e {
+        anneal_tensor::Error::InvalidArgument { op, message } => {
+            anneal_tensor::Error::InvalidArgument {
+                op,
+                message: format!("{}: {message}", opt_path.display()),
+            }
+        }
+        e => e,
+    })?;
+    // Both loads change nothing when they fail; the optimiser goes first and
+    // is put back if the model then refuses its file, so a failed resume
+    // leaves the model and the optimiser as they were.
+    let previous = opt.state_dict();
+    opt.load_state_dict(&opt_state)?;
+    let model_path = dir.join(format!("{tag}.model.safetensors"));
+    if let Err(e) = anneal_layers::load_safetensors_bytes(
+        model,
+        &model_bytes,
+        true,
+        &model_path.display().to_string(),
+    ) {
+        opt.load_state_dict(&previous)?;
+        return Err(e.into());
+    }
+    run(model, opt, schedule, train, eval, cfg, saved.state)
+}
+
+/// The checks `run` makes before it changes anything.
+fn check_run(train: &Dataset, cfg: &TrainConfig) -> Result<()> {
+    if train.is_empty() || cfg.batch_size == 0 {
+        return Err(Error::Invalid(format!(
+            "train: {} samples and batch size {} must both be positive",
+            train.len(),
+            cfg.batch_size
+        )));
+    }
+    cfg.validate()
 }
 
 fn run<M, O>(
@@ -367,14 +563,7 @@ where
     M: Module<f32> + ?Sized,
     O: Optimizer<f32> + ?Sized,
 {
-    if train.is_empty() || cfg.batch_size == 0 {
-        return Err(Error::Invalid(format!(
-            "train: {} samples and batch size {} must both be positive",
-            train.len(),
-            cfg.batch_size
-        )));
-    }
-    cfg.validate()?;
+    check_run(train, cfg)?;
     let mut history = History {
         best_epoch: st.best_epoch,
         ..Default::default()
