@@ -6,7 +6,13 @@
 //! Layout: NCHW input, weight `[out, in/groups, kh, kw]`. Each image is
 //! lowered with im2col into a per-thread scratch buffer (no allocation per
 //! call once warm) and multiplied by the weight with GEMM; 1×1 stride-1
-//! unpadded convolutions skip the lowering. Images are spread over threads.
+//! unpadded convolutions skip the lowering. Stride-1 `f32` convolutions on
+//! AVX-512 CPUs skip it too, forward and input gradient alike: the kernel
+//! reads the lowered rows straight from a zero-padded copy of the image
+//! ([`direct`]). Images are spread over threads.
+
+#[cfg(target_arch = "x86_64")]
+mod direct;
 
 use rayon::prelude::*;
 
@@ -161,15 +167,21 @@ impl Geometry {
                 ),
             ));
         }
-        if cg.checked_mul(p.groups) != Some(c) {
-            return Err(Error::shape(
-                op,
-                &[input, weight],
-                format!(
-                    "weight expects {cg} × {} groups input channels, input has {c}",
-                    p.groups
-                ),
-            ));
+        match cg.checked_mul(p.groups) {
+            Some(expected) if expected == c => {}
+            expected => {
+                return Err(Error::shape(
+                    op,
+                    &[input, weight],
+                    match expected {
+                        Some(e) => format!("weight expects {e} input channels, input has {c}"),
+                        None => format!(
+                            "weight expects {cg} × {} input channels (overflows), input has {c}",
+                            p.groups
+                        ),
+                    },
+                ));
+            }
         }
         if kh == 0 || kw == 0 {
             return Err(Error::shape(
@@ -421,6 +433,10 @@ impl<T: Element> Tensor<T> {
         let mut out = crate::buffers::filled(g.n * g.o * ohw, T::zero());
         let x = self.as_slice();
         let wt = weight.as_slice();
+        #[cfg(target_arch = "x86_64")]
+        if direct::forward(x, &g, wt, bias.map(|b| b.as_slice()), &mut out) {
+            return Ok(Tensor::from_parts(out, vec![g.n, g.o, g.oh, g.ow]));
+        }
         let in_image = g.c * g.h * g.w;
         for_each_image(&mut out, g.o * ohw, g.n, |ni, y, threaded| {
             let beta = match bias {
@@ -490,6 +506,10 @@ impl<T: Element> Tensor<T> {
         let mut dx = crate::buffers::filled(g.n * in_image, T::zero());
         let dy = self.as_slice();
         let wt = weight.as_slice();
+        #[cfg(target_arch = "x86_64")]
+        if direct::input_grad(dy, &g, wt, &mut dx) {
+            return Ok(Tensor::from_parts(dx, input_shape.to_vec()));
+        }
         for_each_image(&mut dx, in_image, g.n, |ni, dxi, threaded| {
             let dyi = &dy[ni * g.o * ohw..(ni + 1) * g.o * ohw];
             for gi in 0..g.p.groups {

@@ -1,8 +1,10 @@
 //! A single-precision GEMM for AVX-512 CPUs, in the BLIS layout: B is
 //! packed in `KC × NR` micro-panels that stay in L1, A in `MR × KC`
 //! micro-panels streamed from L2, and a 12×32 register-blocked kernel (24
-//! zmm accumulators) does the multiply-adds. Selected at run time; other
-//! CPUs (and strided outputs) use matrixmultiply.
+//! zmm accumulators; 8- and 4-row variants for short last panels) does the
+//! multiply-adds. Operands stored transposed are packed through 16×16
+//! register transposes. Selected at run time; other CPUs (and strided
+//! outputs) use matrixmultiply.
 //!
 //! Every output element is accumulated in the same order (k blocks of `KC`,
 //! then k within the block) whatever the caller's split of the output, so
@@ -169,10 +171,10 @@ unsafe fn drive(
                         for ir in (0..mc).step_by(MR) {
                             let mr = MR.min(mc - ir);
                             let cp = out.0.offset((ic + ir) as isize * rsc + (jc + jr) as isize);
-                            kernel_12x32(
+                            kernel_rows(
                                 kc,
                                 pa.as_ptr().add(ir * kc),
-                                bp,
+                                &Packed(bp),
                                 cp,
                                 rsc,
                                 alpha,
@@ -212,6 +214,10 @@ unsafe fn scale_c(m: usize, n: usize, beta: f32, c: *mut f32, rsc: isize) {
 /// Packs `A[0..mc, 0..kc]` into `MR`-row micro-panels: panel `r`, step `p`
 /// holds rows `r·MR..r·MR+MR` of column `p`, zero-padded.
 unsafe fn pack_a(mc: usize, kc: usize, a: *const f32, rsa: isize, csa: isize, out: &mut [f32]) {
+    if csa == 1 && rsa != 1 {
+        // Row-major A: each panel is a transpose of `MR` contiguous rows.
+        return pack_a_rows(mc, kc, a, rsa, out);
+    }
     for (panel, i0) in (0..mc).step_by(MR).enumerate() {
         let rows = MR.min(mc - i0);
         let dst = &mut out[panel * MR * kc..(panel + 1) * MR * kc];
@@ -228,8 +234,68 @@ unsafe fn pack_a(mc: usize, kc: usize, a: *const f32, rsa: isize, csa: isize, ou
     }
 }
 
+/// [`pack_a`] for a row-major A (`csa == 1`): 16 columns of up to `MR` rows
+/// at a time go through a 16×16 register transpose.
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_a_rows(mc: usize, kc: usize, a: *const f32, rsa: isize, out: &mut [f32]) {
+    const KEEP: __mmask16 = (1 << MR) - 1;
+    for (panel, i0) in (0..mc).step_by(MR).enumerate() {
+        let rows = MR.min(mc - i0);
+        let dst = out[panel * MR * kc..(panel + 1) * MR * kc].as_mut_ptr();
+        for p0 in (0..kc).step_by(16) {
+            let len = 16.min(kc - p0);
+            let lanes: __mmask16 = if len == 16 { 0xffff } else { (1 << len) - 1 };
+            let mut v = [_mm512_setzero_ps(); 16];
+            for (i, vi) in v.iter_mut().enumerate().take(rows) {
+                *vi = _mm512_maskz_loadu_ps(lanes, a.offset((i0 + i) as isize * rsa).add(p0));
+            }
+            transpose16(&mut v);
+            for (pp, vp) in v.iter().enumerate().take(len) {
+                _mm512_mask_storeu_ps(dst.add((p0 + pp) * MR), KEEP, *vp);
+            }
+        }
+    }
+}
+
+/// In-register transpose of a 16×16 block: `v[i]` lane `j` ↔ `v[j]` lane `i`
+/// (unpack within 128-bit lanes, then two rounds of 128-bit lane shuffles).
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose16(v: &mut [__m512; 16]) {
+    let mut t = [_mm512_setzero_ps(); 16];
+    for i in (0..16).step_by(2) {
+        t[i] = _mm512_unpacklo_ps(v[i], v[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(v[i], v[i + 1]);
+    }
+    for q in (0..16).step_by(4) {
+        let (a0, a1, a2, a3) = (
+            _mm512_castps_pd(t[q]),
+            _mm512_castps_pd(t[q + 1]),
+            _mm512_castps_pd(t[q + 2]),
+            _mm512_castps_pd(t[q + 3]),
+        );
+        v[q] = _mm512_castpd_ps(_mm512_unpacklo_pd(a0, a2));
+        v[q + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a0, a2));
+        v[q + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(a1, a3));
+        v[q + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(a1, a3));
+    }
+    for h in [0, 8] {
+        for j in 0..4 {
+            t[h + j] = _mm512_shuffle_f32x4::<0x88>(v[h + j], v[h + j + 4]);
+            t[h + j + 4] = _mm512_shuffle_f32x4::<0xdd>(v[h + j], v[h + j + 4]);
+        }
+    }
+    for j in 0..8 {
+        v[j] = _mm512_shuffle_f32x4::<0x88>(t[j], t[j + 8]);
+        v[j + 8] = _mm512_shuffle_f32x4::<0xdd>(t[j], t[j + 8]);
+    }
+}
+
 /// Packs `B[0..kc, 0..nc]` into `NR`-column micro-panels, zero-padded.
 unsafe fn pack_b(kc: usize, nc: usize, b: *const f32, rsb: isize, csb: isize, out: &mut [f32]) {
+    if rsb == 1 && csb != 1 {
+        // Column-major B (a transposed operand): transpose 16×16 blocks.
+        return pack_b_columns(kc, nc, b, csb, out);
+    }
     for (panel, j0) in (0..nc).step_by(NR).enumerate() {
         let cols = NR.min(nc - j0);
         let dst = &mut out[panel * NR * kc..(panel + 1) * NR * kc];
@@ -251,13 +317,70 @@ unsafe fn pack_b(kc: usize, nc: usize, b: *const f32, rsb: isize, csb: isize, ou
     }
 }
 
-/// `C[0..mr, 0..nr] ← alpha·Ã·B̃ + beta·C` for one `MR × NR` tile.
+/// [`pack_b`] for a column-major B (`rsb == 1`): 16 rows of 16 columns at
+/// a time go through a 16×16 register transpose.
 #[target_feature(enable = "avx512f")]
+unsafe fn pack_b_columns(kc: usize, nc: usize, b: *const f32, csb: isize, out: &mut [f32]) {
+    for (panel, j0) in (0..nc).step_by(NR).enumerate() {
+        let dst = out[panel * NR * kc..(panel + 1) * NR * kc].as_mut_ptr();
+        for half in (0..NR).step_by(16) {
+            let cols = 16.min(nc.saturating_sub(j0 + half));
+            for p0 in (0..kc).step_by(16) {
+                let len = 16.min(kc - p0);
+                let lanes: __mmask16 = if len == 16 { 0xffff } else { (1 << len) - 1 };
+                let mut v = [_mm512_setzero_ps(); 16];
+                for (j, vj) in v.iter_mut().enumerate().take(cols) {
+                    *vj = _mm512_maskz_loadu_ps(
+                        lanes,
+                        b.offset((j0 + half + j) as isize * csb).add(p0),
+                    );
+                }
+                transpose16(&mut v);
+                for (pp, vp) in v.iter().enumerate().take(len) {
+                    _mm512_storeu_ps(dst.add((p0 + pp) * NR + half), *vp);
+                }
+            }
+        }
+    }
+}
+
+/// Where the micro-kernel finds row `p` of its `k × NR` slice of B.
+trait BRows {
+    /// Pointer to the `NR` values of row `p`.
+    unsafe fn row(&self, p: usize) -> *const f32;
+}
+
+/// A packed `KC × NR` micro-panel: rows `NR` apart.
+struct Packed(*const f32);
+
+impl BRows for Packed {
+    #[inline(always)]
+    unsafe fn row(&self, p: usize) -> *const f32 {
+        self.0.add(p * NR)
+    }
+}
+
+/// Rows read in place at `base + offsets[p]` (the flat-image convolution).
+struct Offsets<'a> {
+    base: *const f32,
+    offsets: &'a [usize],
+}
+
+impl BRows for Offsets<'_> {
+    #[inline(always)]
+    unsafe fn row(&self, p: usize) -> *const f32 {
+        self.base.add(*self.offsets.get_unchecked(p))
+    }
+}
+
+/// Runs the smallest of the 4-, 8- and 12-row kernels that covers `mr`
+/// rows, so a short last panel (64 = 5·12 + 4) does not pay for 12.
 #[allow(clippy::too_many_arguments)]
-unsafe fn kernel_12x32(
+#[inline(always)]
+unsafe fn kernel_rows<B: BRows>(
     k: usize,
     a: *const f32,
-    b: *const f32,
+    b: &B,
     c: *mut f32,
     rsc: isize,
     alpha: f32,
@@ -265,15 +388,38 @@ unsafe fn kernel_12x32(
     mr: usize,
     nr: usize,
 ) {
-    let mut acc = [_mm512_setzero_ps(); 2 * MR];
+    match mr {
+        0..=4 => kernel::<4, B>(k, a, b, c, rsc, alpha, beta, mr, nr),
+        5..=8 => kernel::<8, B>(k, a, b, c, rsc, alpha, beta, mr, nr),
+        _ => kernel::<MR, B>(k, a, b, c, rsc, alpha, beta, mr, nr),
+    }
+}
+
+/// `C[0..mr, 0..nr] ← alpha·Ã·B + beta·C` for one `R × NR` tile (`mr ≤ R`;
+/// `Ã` a packed `MR`-row panel whose first `R` rows are used).
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel<const R: usize, B: BRows>(
+    k: usize,
+    a: *const f32,
+    b: &B,
+    c: *mut f32,
+    rsc: isize,
+    alpha: f32,
+    beta: f32,
+    mr: usize,
+    nr: usize,
+) {
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
     for p in 0..k {
-        let b0 = _mm512_loadu_ps(b.add(p * NR));
-        let b1 = _mm512_loadu_ps(b.add(p * NR + 16));
+        let bp = b.row(p);
+        let b0 = _mm512_loadu_ps(bp);
+        let b1 = _mm512_loadu_ps(bp.add(16));
         let ap = a.add(p * MR);
-        for i in 0..MR {
+        for (i, row) in acc.iter_mut().enumerate() {
             let av = _mm512_set1_ps(*ap.add(i));
-            acc[2 * i] = _mm512_fmadd_ps(av, b0, acc[2 * i]);
-            acc[2 * i + 1] = _mm512_fmadd_ps(av, b1, acc[2 * i + 1]);
+            row[0] = _mm512_fmadd_ps(av, b0, row[0]);
+            row[1] = _mm512_fmadd_ps(av, b1, row[1]);
         }
     }
     let va = _mm512_set1_ps(alpha);
@@ -291,15 +437,149 @@ unsafe fn kernel_12x32(
     } else {
         0
     };
-    for i in 0..mr {
-        let row = c.offset(i as isize * rsc);
-        let mut r0 = _mm512_mul_ps(acc[2 * i], va);
-        let mut r1 = _mm512_mul_ps(acc[2 * i + 1], va);
+    for (i, row) in acc.iter().enumerate().take(mr) {
+        let out = c.offset(i as isize * rsc);
+        let mut r0 = _mm512_mul_ps(row[0], va);
+        let mut r1 = _mm512_mul_ps(row[1], va);
         if beta != 0.0 {
-            r0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m0, row), vb, r0);
-            r1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m1, row.add(16)), vb, r1);
+            r0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m0, out), vb, r0);
+            r1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m1, out.add(16)), vb, r1);
         }
-        _mm512_mask_storeu_ps(row, m0, r0);
-        _mm512_mask_storeu_ps(row.add(16), m1, r1);
+        _mm512_mask_storeu_ps(out, m0, r0);
+        _mm512_mask_storeu_ps(out.add(16), m1, r1);
+    }
+}
+
+/// Columns of output one flat-convolution tile computes.
+pub(crate) const FLAT_TILE: usize = NR;
+
+/// Packs a row-major `m × k` matrix (row stride `rsa`) into the `MR`-row
+/// panels [`conv_flat`] takes as its weights.
+///
+/// # Safety
+/// `a` must be valid for `m` rows of `k` values `rsa` apart, and
+/// [`available`] must be true.
+pub(crate) unsafe fn pack_weights(m: usize, k: usize, a: *const f32, rsa: usize) -> Vec<f32> {
+    let mut out = vec![0.0; m.div_ceil(MR) * MR * k];
+    pack_a(m, k, a, rsa as isize, 1, &mut out);
+    out
+}
+
+/// A stride-1 convolution as a GEMM whose B is never materialised: `C[m ×
+/// n] = W·B` with `B[p][j] = base[offsets[p] + j]`. For a zero-padded image
+/// stored flat (`[C][H'][W']`) and `offsets[(c, i, j)] = c·H'W' + i·d·W' +
+/// j·d`, column `y·W' + x` of `C` is output pixel `(y, x)` (columns with
+/// `x ≥ OW` wrap into the next row and are discarded by the caller). Tiles
+/// `tiles` of [`FLAT_TILE`] columns are computed; every output element is
+/// accumulated in tap order, so any split of the tiles gives the same bits.
+///
+/// # Safety
+/// `weights` from [`pack_weights`] with `m` rows and `k = offsets.len()`
+/// columns; `base` readable up to `max(offsets) + ⌈n/FLAT_TILE⌉·FLAT_TILE`;
+/// `c` writable for `m` rows of `n` values `rsc` apart; [`available`] true.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn conv_flat(
+    m: usize,
+    n: usize,
+    tiles: std::ops::Range<usize>,
+    weights: &[f32],
+    base: *const f32,
+    offsets: &[usize],
+    c: *mut f32,
+    rsc: usize,
+) {
+    let k = offsets.len();
+    for t in tiles {
+        let n0 = t * NR;
+        let nr = NR.min(n - n0);
+        let b = Offsets {
+            base: base.add(n0),
+            offsets,
+        };
+        for (panel, i0) in (0..m).step_by(MR).enumerate() {
+            kernel_rows(
+                k,
+                weights.as_ptr().add(panel * MR * k),
+                &b,
+                c.add(i0 * rsc + n0),
+                rsc as isize,
+                1.0,
+                0.0,
+                MR.min(m - i0),
+                nr,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scalar_pack_a(mc: usize, kc: usize, a: &[f32], rsa: usize, csa: usize) -> Vec<f32> {
+        let mut out = vec![f32::NAN; mc.div_ceil(MR) * MR * kc];
+        for (panel, i0) in (0..mc).step_by(MR).enumerate() {
+            for p in 0..kc {
+                for i in 0..MR {
+                    out[panel * MR * kc + p * MR + i] = if i0 + i < mc {
+                        a[(i0 + i) * rsa + p * csa]
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
+        out
+    }
+
+    fn scalar_pack_b(kc: usize, nc: usize, b: &[f32], rsb: usize, csb: usize) -> Vec<f32> {
+        let mut out = vec![f32::NAN; nc.div_ceil(NR) * NR * kc];
+        for (panel, j0) in (0..nc).step_by(NR).enumerate() {
+            for p in 0..kc {
+                for j in 0..NR {
+                    out[panel * NR * kc + p * NR + j] = if j0 + j < nc {
+                        b[p * rsb + (j0 + j) * csb]
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
+        out
+    }
+
+    /// The transposing packers equal the element-by-element definition on
+    /// every remainder of rows, columns and depth.
+    #[test]
+    fn transposing_packers_match_the_definition() {
+        if !available() {
+            return;
+        }
+        for (rows, depth) in [
+            (1usize, 1usize),
+            (5, 3),
+            (12, 16),
+            (13, 17),
+            (24, 40),
+            (37, 33),
+            (64, 288),
+        ] {
+            let lead = depth + 3;
+            let a: Vec<f32> = (0..rows * lead).map(|v| v as f32 * 0.5 - 7.0).collect();
+            let mut got = vec![f32::NAN; rows.div_ceil(MR) * MR * depth];
+            unsafe { pack_a(rows, depth, a.as_ptr(), lead as isize, 1, &mut got) };
+            assert_eq!(
+                got,
+                scalar_pack_a(rows, depth, &a, lead, 1),
+                "A {rows}×{depth}"
+            );
+            let mut got = vec![f32::NAN; rows.div_ceil(NR) * NR * depth];
+            unsafe { pack_b(depth, rows, a.as_ptr(), 1, lead as isize, &mut got) };
+            assert_eq!(
+                got,
+                scalar_pack_b(depth, rows, &a, 1, lead),
+                "B {depth}×{rows}"
+            );
+        }
     }
 }

@@ -377,6 +377,51 @@ fn naive_conv2d(x: &[f64], w: &[f64], bias: Option<&[f64]>, g: &ConvGeo) -> (Vec
     (out, scale)
 }
 
+/// The two adjoints of [`naive_conv2d`] by scattering every term: `dx[n,
+/// c, ih, iw] += w[o,c,i,j]·dy[n,o,y,x]` and `dw[o,c,i,j] += x[…]·dy[…]`,
+/// with the sums of the terms' magnitudes as scales.
+fn naive_conv2d_grads(
+    x: &[f64],
+    w: &[f64],
+    dy: &[f64],
+    g: &ConvGeo,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (cg, og) = (g.c / g.groups, g.o / g.groups);
+    let [h, wd] = g.hw;
+    let [kh, kw] = g.k;
+    let [oh, ow] = g.out;
+    let (mut dx, mut dxs) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+    let (mut dw, mut dws) = (vec![0.0; w.len()], vec![0.0; w.len()]);
+    for n in 0..g.n {
+        for o in 0..g.o {
+            for y in 0..oh {
+                for xo in 0..ow {
+                    let d = dy[((n * g.o + o) * oh + y) * ow + xo];
+                    for c in 0..cg {
+                        for i in 0..kh {
+                            for j in 0..kw {
+                                let ih = (y * g.s[0] + i * g.d[0]) as isize - g.p[0] as isize;
+                                let iw = (xo * g.s[1] + j * g.d[1]) as isize - g.p[1] as isize;
+                                if ih < 0 || iw < 0 || ih >= h as isize || iw >= wd as isize {
+                                    continue;
+                                }
+                                let xi = ((n * g.c + o / og * cg + c) * h + ih as usize) * wd
+                                    + iw as usize;
+                                let wi = ((o * cg + c) * kh + i) * kw + j;
+                                dx[xi] += w[wi] * d;
+                                dxs[xi] += (w[wi] * d).abs();
+                                dw[wi] += x[xi] * d;
+                                dws[wi] += (x[xi] * d).abs();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (dx, dxs, dw, dws)
+}
+
 /// PyTorch's conv1d: `out[n,o,t] = bias[o] + Σ_{c,j} in[n, g·Cg + c, t·s − p + j·d] · w[o,c,j]`.
 #[allow(clippy::too_many_arguments)]
 fn naive_conv1d(
@@ -483,6 +528,37 @@ fn conv_case() -> impl Strategy<Value = ConvCase> {
             pair(0..=2),
             pair(1..=3),
             pair(1..=9),
+        ),
+        (any::<bool>(), any::<u64>()),
+    )
+        .prop_map(
+            |((n, groups, cg, og), (k, s, p, d, hw), (bias, seed))| ConvCase {
+                n,
+                groups,
+                cg,
+                og,
+                k,
+                s,
+                p,
+                d,
+                hw,
+                bias,
+                seed,
+            },
+        )
+}
+
+/// Convolutions for the f32 kernels: mostly stride 1 (the direct method),
+/// up to 40 input and 40 output channels per group and 30×30 images.
+fn conv_f32_case() -> impl Strategy<Value = ConvCase> {
+    (
+        (1usize..=3, 1usize..=2, 1usize..=40, 1usize..=40),
+        (
+            pair(1..=5),
+            prop_oneof![4 => Just([1, 1]), 1 => pair(1..=2)],
+            pair(0..=3),
+            pair(1..=2),
+            pair(1..=30),
         ),
         (any::<bool>(), any::<u64>()),
     )
@@ -1056,6 +1132,32 @@ proptest! {
                 prop_assert!(matches!(e, Error::ShapeMismatch { op: "conv2d", .. }), "{:?}", e);
             }
         }
+    }
+
+    /// The f32 kernels (the direct stride-1 method and im2col + GEMM) on
+    /// channel counts that span several register panels, against the f64
+    /// definition: output, input gradient (scattered adjoint) and weight
+    /// gradient, each within 1e-5 of the sum of its terms' magnitudes.
+    #[test]
+    fn conv2d_f32_matches_the_definition(case in conv_f32_case()) {
+        let hw = case.fitted_hw();
+        let g = case.geo(hw).expect("fitted extents");
+        let x = tensor(&[g.n, g.c, hw[0], hw[1]], case.seed);
+        let w = tensor(&[g.o, case.cg, g.k[0], g.k[1]], case.seed ^ 1);
+        let b = tensor(&[g.o], case.seed ^ 2);
+        let dy = tensor(&[g.n, g.o, g.out[0], g.out[1]], case.seed ^ 3);
+        let bias = case.bias.then_some(&b);
+        let p = case.params();
+        let (x32, w32, b32, dy32) = (x.cast::<f32>(), w.cast::<f32>(), b.cast::<f32>(), dy.cast::<f32>());
+        let widen = |t: Tensor<f32>| t.cast::<f64>().as_slice().to_vec();
+        let (want, scale) = naive_conv2d(x.as_slice(), w.as_slice(), bias.map(|b| b.as_slice()), &g);
+        let got = widen(x32.conv2d(&w32, case.bias.then_some(&b32), p)?);
+        check_close("conv2d f32", &got, &want, &scale, 1e-5)?;
+        let (dx, dx_scale, dw, dw_scale) = naive_conv2d_grads(x.as_slice(), w.as_slice(), dy.as_slice(), &g);
+        let got = widen(dy32.conv2d_input_grad(&w32, x.shape(), p)?);
+        check_close("conv2d_input_grad f32", &got, &dx, &dx_scale, 1e-5)?;
+        let got = widen(dy32.conv2d_weight_grad(&x32, w.shape(), p)?);
+        check_close("conv2d_weight_grad f32", &got, &dw, &dw_scale, 1e-5)?;
     }
 
     #[test]
