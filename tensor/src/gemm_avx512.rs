@@ -171,17 +171,8 @@ unsafe fn drive(
                         for ir in (0..mc).step_by(MR) {
                             let mr = MR.min(mc - ir);
                             let cp = out.0.offset((ic + ir) as isize * rsc + (jc + jr) as isize);
-                            kernel_rows(
-                                kc,
-                                pa.as_ptr().add(ir * kc),
-                                &Packed(bp),
-                                cp,
-                                rsc,
-                                alpha,
-                                beta_here,
-                                mr,
-                                nr,
-                            );
+                            let tile = Dense::new(cp, rsc, alpha, beta_here, nr);
+                            kernel_rows(kc, pa.as_ptr().add(ir * kc), &Packed(bp), &tile, mr);
                         }
                     }
                 }
@@ -373,42 +364,120 @@ impl BRows for Offsets<'_> {
     }
 }
 
-/// Runs the smallest of the 4-, 8- and 12-row kernels that covers `mr`
-/// rows, so a short last panel (64 = 5·12 + 4) does not pay for 12.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-unsafe fn kernel_rows<B: BRows>(
-    k: usize,
-    a: *const f32,
-    b: &B,
+/// Where the micro-kernel puts row `i` of its finished `R × NR` tile.
+trait Tile {
+    /// Stores the two 16-lane halves of row `i`.
+    unsafe fn store(&self, i: usize, lo: __m512, hi: __m512);
+}
+
+/// A block of a row-major C: `C ← alpha·acc + beta·C` on the first `nr`
+/// columns.
+struct Dense {
     c: *mut f32,
     rsc: isize,
-    alpha: f32,
-    beta: f32,
-    mr: usize,
-    nr: usize,
-) {
-    match mr {
-        0..=4 => kernel::<4, B>(k, a, b, c, rsc, alpha, beta, mr, nr),
-        5..=8 => kernel::<8, B>(k, a, b, c, rsc, alpha, beta, mr, nr),
-        _ => kernel::<MR, B>(k, a, b, c, rsc, alpha, beta, mr, nr),
+    alpha: __m512,
+    beta: __m512,
+    beta_is_zero: bool,
+    lo: __mmask16,
+    hi: __mmask16,
+}
+
+impl Dense {
+    #[inline(always)]
+    unsafe fn new(c: *mut f32, rsc: isize, alpha: f32, beta: f32, nr: usize) -> Dense {
+        Dense {
+            c,
+            rsc,
+            alpha: _mm512_set1_ps(alpha),
+            beta: _mm512_set1_ps(beta),
+            beta_is_zero: beta == 0.0,
+            lo: lanes(nr),
+            hi: lanes(nr.saturating_sub(16)),
+        }
     }
 }
 
-/// `C[0..mr, 0..nr] ← alpha·Ã·B + beta·C` for one `R × NR` tile (`mr ≤ R`;
-/// `Ã` a packed `MR`-row panel whose first `R` rows are used).
+/// The mask of the first `n` (capped at 16) lanes.
+#[inline(always)]
+fn lanes(n: usize) -> __mmask16 {
+    if n >= 16 {
+        0xffff
+    } else {
+        ((1u32 << n) - 1) as __mmask16
+    }
+}
+
+impl Tile for Dense {
+    #[inline(always)]
+    unsafe fn store(&self, i: usize, lo: __m512, hi: __m512) {
+        let row = self.c.offset(i as isize * self.rsc);
+        let mut r0 = _mm512_mul_ps(lo, self.alpha);
+        let mut r1 = _mm512_mul_ps(hi, self.alpha);
+        if !self.beta_is_zero {
+            r0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(self.lo, row), self.beta, r0);
+            r1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(self.hi, row.add(16)), self.beta, r1);
+        }
+        _mm512_mask_storeu_ps(row, self.lo, r0);
+        _mm512_mask_storeu_ps(row.add(16), self.hi, r1);
+    }
+}
+
+/// Flat-convolution output (see [`conv_flat`]): of the tile's `NR` flat
+/// columns only those with `x < OW` are pixels; they are packed together
+/// (`vcompressps`) and stored contiguously from `start` in each channel's
+/// `[OH·OW]` plane, plus the channel's bias.
+struct Compact {
+    out: *mut f32,
+    plane: usize,
+    start: usize,
+    lo: __mmask16,
+    hi: __mmask16,
+    lo_count: usize,
+    lo_store: __mmask16,
+    hi_store: __mmask16,
+    bias: Option<*const f32>,
+}
+
+impl Tile for Compact {
+    #[inline(always)]
+    unsafe fn store(&self, i: usize, lo: __m512, hi: __m512) {
+        let (lo, hi) = match self.bias {
+            Some(b) => {
+                let b = _mm512_set1_ps(*b.add(i));
+                (_mm512_add_ps(lo, b), _mm512_add_ps(hi, b))
+            }
+            None => (lo, hi),
+        };
+        let dst = self.out.add(i * self.plane + self.start);
+        _mm512_mask_storeu_ps(dst, self.lo_store, _mm512_maskz_compress_ps(self.lo, lo));
+        _mm512_mask_storeu_ps(
+            dst.add(self.lo_count),
+            self.hi_store,
+            _mm512_maskz_compress_ps(self.hi, hi),
+        );
+    }
+}
+
+/// Runs the smallest of the 4-, 8- and 12-row kernels that covers `mr`
+/// rows, so a short last panel (64 = 5·12 + 4) does not pay for 12.
+#[inline(always)]
+unsafe fn kernel_rows<B: BRows, C: Tile>(k: usize, a: *const f32, b: &B, c: &C, mr: usize) {
+    match mr {
+        0..=4 => kernel::<4, B, C>(k, a, b, c, mr),
+        5..=8 => kernel::<8, B, C>(k, a, b, c, mr),
+        _ => kernel::<MR, B, C>(k, a, b, c, mr),
+    }
+}
+
+/// `acc ← Ã·B` for one `R × NR` tile (`Ã` a packed `MR`-row panel whose
+/// first `R` rows are used), then its first `mr ≤ R` rows go to `c`.
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn kernel<const R: usize, B: BRows>(
+unsafe fn kernel<const R: usize, B: BRows, C: Tile>(
     k: usize,
     a: *const f32,
     b: &B,
-    c: *mut f32,
-    rsc: isize,
-    alpha: f32,
-    beta: f32,
+    c: &C,
     mr: usize,
-    nr: usize,
 ) {
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
     for p in 0..k {
@@ -422,31 +491,8 @@ unsafe fn kernel<const R: usize, B: BRows>(
             row[1] = _mm512_fmadd_ps(av, b1, row[1]);
         }
     }
-    let va = _mm512_set1_ps(alpha);
-    let vb = _mm512_set1_ps(beta);
-    // Lane masks for a partial tile's two column halves.
-    let m0: __mmask16 = if nr >= 16 {
-        0xffff
-    } else {
-        ((1u32 << nr) - 1) as u16
-    };
-    let m1: __mmask16 = if nr >= NR {
-        0xffff
-    } else if nr > 16 {
-        ((1u32 << (nr - 16)) - 1) as u16
-    } else {
-        0
-    };
     for (i, row) in acc.iter().enumerate().take(mr) {
-        let out = c.offset(i as isize * rsc);
-        let mut r0 = _mm512_mul_ps(row[0], va);
-        let mut r1 = _mm512_mul_ps(row[1], va);
-        if beta != 0.0 {
-            r0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m0, out), vb, r0);
-            r1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m1, out.add(16)), vb, r1);
-        }
-        _mm512_mask_storeu_ps(out, m0, r0);
-        _mm512_mask_storeu_ps(out.add(16), m1, r1);
+        c.store(i, row[0], row[1]);
     }
 }
 
@@ -465,19 +511,35 @@ pub(crate) unsafe fn pack_weights(m: usize, k: usize, a: *const f32, rsa: usize)
     out
 }
 
-/// A stride-1 convolution as a GEMM whose B is never materialised: `C[m ×
-/// n] = W·B` with `B[p][j] = base[offsets[p] + j]`. For a zero-padded image
-/// stored flat (`[C][H'][W']`) and `offsets[(c, i, j)] = c·H'W' + i·d·W' +
-/// j·d`, column `y·W' + x` of `C` is output pixel `(y, x)` (columns with
-/// `x ≥ OW` wrap into the next row and are discarded by the caller). Tiles
-/// `tiles` of [`FLAT_TILE`] columns are computed; every output element is
-/// accumulated in tap order, so any split of the tiles gives the same bits.
+/// The output of [`conv_flat`]: `m` channel planes of `rows × ow` pixels,
+/// `plane` values apart, and an optional bias per channel.
+#[derive(Clone, Copy)]
+pub(crate) struct FlatOutput {
+    /// First value of the first plane.
+    pub out: *mut f32,
+    /// Distance between channel planes.
+    pub plane: usize,
+    /// Pixels per output row.
+    pub ow: usize,
+    /// Flat columns per output row (the padded input width `W'`).
+    pub wp: usize,
+    /// `m` biases, added to every pixel of their channel.
+    pub bias: Option<*const f32>,
+}
+
+/// A stride-1 convolution as a GEMM whose B is never materialised: `W·B`
+/// with `B[p][j] = base[offsets[p] + j]`. For a zero-padded image stored
+/// flat (`[C][H'][W']`) and `offsets[(c, i, j)] = c·H'W' + i·d·W' + j·d`,
+/// flat column `j = y·W' + x` is output pixel `(y, x)` when `x < OW`; the
+/// other columns wrap into the next row and are dropped as the tile is
+/// stored. Tiles `tiles` of [`FLAT_TILE`] of the `n = OH·W'` flat columns
+/// are computed; every output is accumulated in tap order, so any split of
+/// the tiles gives the same bits.
 ///
 /// # Safety
 /// `weights` from [`pack_weights`] with `m` rows and `k = offsets.len()`
 /// columns; `base` readable up to `max(offsets) + ⌈n/FLAT_TILE⌉·FLAT_TILE`;
-/// `c` writable for `m` rows of `n` values `rsc` apart; [`available`] true.
-#[allow(clippy::too_many_arguments)]
+/// `out.out` writable for `m` planes of `OH·OW` pixels; [`available`] true.
 pub(crate) unsafe fn conv_flat(
     m: usize,
     n: usize,
@@ -485,28 +547,41 @@ pub(crate) unsafe fn conv_flat(
     weights: &[f32],
     base: *const f32,
     offsets: &[usize],
-    c: *mut f32,
-    rsc: usize,
+    out: FlatOutput,
 ) {
     let k = offsets.len();
     for t in tiles {
         let n0 = t * NR;
-        let nr = NR.min(n - n0);
+        let mut valid = 0u32;
+        for l in 0..NR.min(n - n0) {
+            if (n0 + l) % out.wp < out.ow {
+                valid |= 1 << l;
+            }
+        }
+        let (lo, hi) = (valid as __mmask16, (valid >> 16) as __mmask16);
+        let (lo_count, hi_count) = (lo.count_ones() as usize, hi.count_ones() as usize);
         let b = Offsets {
             base: base.add(n0),
             offsets,
         };
         for (panel, i0) in (0..m).step_by(MR).enumerate() {
+            let tile = Compact {
+                out: out.out.add(i0 * out.plane),
+                plane: out.plane,
+                start: n0 / out.wp * out.ow + (n0 % out.wp).min(out.ow),
+                lo,
+                hi,
+                lo_count,
+                lo_store: lanes(lo_count),
+                hi_store: lanes(hi_count),
+                bias: out.bias.map(|b| b.add(i0)),
+            };
             kernel_rows(
                 k,
                 weights.as_ptr().add(panel * MR * k),
                 &b,
-                c.add(i0 * rsc + n0),
-                rsc as isize,
-                1.0,
-                0.0,
+                &tile,
                 MR.min(m - i0),
-                nr,
             );
         }
     }

@@ -38,6 +38,25 @@ fn strided_copy_into<T: Scalar>(
         out.push(src[offset]);
         return out;
     }
+    // Merge axes that step through memory as one (axis d spans exactly
+    // one step of axis d − 1), so a broadcast or a contiguous block becomes
+    // one long inner run instead of many short ones.
+    let mut dims: Vec<(usize, usize)> = Vec::with_capacity(shape.len());
+    for (&len, &stride) in shape.iter().zip(strides) {
+        match dims.last_mut() {
+            _ if len == 1 => {}
+            Some((l, s)) if *s == stride * len => {
+                *l *= len;
+                *s = stride;
+            }
+            _ => dims.push((len, stride)),
+        }
+    }
+    if dims.is_empty() {
+        dims.push((1, 1));
+    }
+    let shape: Vec<usize> = dims.iter().map(|d| d.0).collect();
+    let strides: Vec<usize> = dims.iter().map(|d| d.1).collect();
     let rank = shape.len();
     let inner = shape[rank - 1];
     let inner_stride = strides[rank - 1];
@@ -46,6 +65,8 @@ fn strided_copy_into<T: Scalar>(
     loop {
         if inner_stride == 1 {
             out.extend_from_slice(&src[base..base + inner]);
+        } else if inner_stride == 0 {
+            out.resize(out.len() + inner, src[base]);
         } else {
             out.extend((0..inner).map(|i| src[base + i * inner_stride]));
         }

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use super::{Conv2dParams, Geometry};
 use crate::element::Element;
-use crate::gemm_avx512::{available, conv_flat, pack_weights, FLAT_TILE};
+use crate::gemm_avx512::{available, conv_flat, pack_weights, FlatOutput, FLAT_TILE};
 
 /// The padded layout of one group of one image and its tap offsets.
 struct Flat {
@@ -68,16 +68,17 @@ impl Flat {
     }
 }
 
-/// A raw output pointer shared by workers writing disjoint column tiles.
+/// The output of one group, shared by workers writing disjoint tiles.
 #[derive(Clone, Copy)]
-struct Columns(*mut f32);
-// SAFETY: each worker writes only the columns of its own tiles.
-unsafe impl Send for Columns {}
-unsafe impl Sync for Columns {}
+struct Shared(FlatOutput);
+// SAFETY: each worker writes only the pixels of its own tiles; the bias is
+// only read.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
 
-impl Columns {
-    /// The pointer (a method, so closures capture the `Send` wrapper).
-    fn get(self) -> *mut f32 {
+impl Shared {
+    /// The output (a method, so closures capture the `Send` wrapper).
+    fn get(self) -> FlatOutput {
         self.0
     }
 }
@@ -184,22 +185,18 @@ fn run(flat: &Flat, g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, ou
     let out_image = g.o * g.oh * g.ow;
     let image = |ni: usize, y: &mut [f32], tiles_over_threads: bool| {
         let xi = &x[ni * in_image..(ni + 1) * in_image];
-        f32::with_scratch(flat.padded_len + og * flat.cols, |buf| {
-            let (padded, cols) = buf.split_at_mut(flat.padded_len);
+        f32::with_scratch(flat.padded_len, |padded| {
             for (gi, weights) in packed.iter().enumerate() {
                 pad(flat, g, &xi[gi * g.cg() * g.h * g.w..], padded);
-                multiply(flat, og, weights, padded, cols, tiles_over_threads);
-                for o in 0..og {
-                    let b = bias.map(|b| b[gi * og + o]);
-                    let rows = &mut y[(gi * og + o) * g.oh * g.ow..][..g.oh * g.ow];
-                    for (r, dst) in rows.chunks_mut(g.ow).enumerate() {
-                        let src = &cols[o * flat.cols + r * flat.wp..][..g.ow];
-                        match b {
-                            Some(b) => dst.iter_mut().zip(src).for_each(|(d, s)| *d = s + b),
-                            None => dst.copy_from_slice(src),
-                        }
-                    }
-                }
+                let planes = &mut y[gi * og * g.oh * g.ow..(gi + 1) * og * g.oh * g.ow];
+                let out = FlatOutput {
+                    out: planes.as_mut_ptr(),
+                    plane: g.oh * g.ow,
+                    ow: g.ow,
+                    wp: flat.wp,
+                    bias: bias.map(|b| b[gi * og..].as_ptr()),
+                };
+                multiply(flat, og, weights, padded, out, tiles_over_threads);
             }
         });
     };
@@ -222,25 +219,32 @@ fn pad(flat: &Flat, g: &Geometry, x: &[f32], padded: &mut [f32]) {
     for c in 0..g.cg() {
         for r in 0..g.h {
             let dst = c * flat.plane + (r + ph) * flat.wp + pw;
-            padded[dst..dst + g.w].copy_from_slice(&x[(c * g.h + r) * g.w..][..g.w]);
+            // SAFETY: equal lengths; available() was checked (Flat::plan).
+            unsafe {
+                copy_row(
+                    &mut padded[dst..dst + g.w],
+                    &x[(c * g.h + r) * g.w..][..g.w],
+                )
+            };
         }
     }
 }
 
-/// `cols ← W·B` over the flat output columns, optionally split over threads.
+/// The convolution of one padded group into `out`, optionally with its
+/// column tiles split over threads.
 fn multiply(
     flat: &Flat,
     og: usize,
     weights: &[f32],
     padded: &[f32],
-    cols: &mut [f32],
+    out: FlatOutput,
     threads: bool,
 ) {
     let tiles = flat.cols.div_ceil(FLAT_TILE);
-    let out = Columns(cols.as_mut_ptr());
+    let out = Shared(out);
     // SAFETY: `padded` has slack for the last tile's reads past the last
-    // offset (Flat::plan), `cols` holds og rows of flat.cols values, and
-    // tiles write disjoint columns.
+    // offset (Flat::plan), `out` holds og planes of OH·OW pixels (the
+    // caller's output group), and tiles write disjoint pixels.
     let go = |range: std::ops::Range<usize>| unsafe {
         conv_flat(
             og,
@@ -250,7 +254,6 @@ fn multiply(
             padded.as_ptr(),
             &flat.offsets,
             out.get(),
-            flat.cols,
         )
     };
     if threads && tiles > 1 {
@@ -262,5 +265,22 @@ fn multiply(
             .for_each(|t0| go(t0..(t0 + per).min(tiles)));
     } else {
         go(0..tiles);
+    }
+}
+
+/// `dst ← src` with masked 16-lane moves: the rows here are a few dozen
+/// values, where a `memcpy` call costs more than the copy itself.
+///
+/// # Safety
+/// The CPU supports AVX-512F.
+#[target_feature(enable = "avx512f")]
+unsafe fn copy_row(dst: &mut [f32], src: &[f32]) {
+    use std::arch::x86_64::*;
+    let n = dst.len().min(src.len());
+    let (d, s) = (dst.as_mut_ptr(), src.as_ptr());
+    for i in (0..n).step_by(16) {
+        let left = n - i;
+        let mask: __mmask16 = if left >= 16 { 0xffff } else { (1 << left) - 1 };
+        _mm512_mask_storeu_ps(d.add(i), mask, _mm512_maskz_loadu_ps(mask, s.add(i)));
     }
 }
