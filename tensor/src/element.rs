@@ -137,7 +137,9 @@ fn scratch<T: Copy + Default, R>(
     let reused = cell.with(|c| {
         if let Ok(mut buf) = c.try_borrow_mut() {
             if buf.len() < len {
-                buf.resize(len, T::default());
+                // Exact size, old contents dropped first (never needed).
+                *buf = Vec::new();
+                *buf = vec![T::default(); len];
             }
             let f = f.take().expect("scratch closure used once");
             Some(f(&mut buf[..len]))

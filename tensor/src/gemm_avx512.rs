@@ -69,6 +69,13 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
+impl OutPtr {
+    /// The pointer (a method, so closures capture the `Send` wrapper).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// [`sgemm`] on rayon's pool: each `KC × NC` panel of B is packed once and
 /// shared, and the `MC`-row blocks of A and C are spread over the threads.
 /// Every element is accumulated in the same order as in [`sgemm`], so the
@@ -133,31 +140,57 @@ unsafe fn drive(
     let kb = k.div_ceil(k.div_ceil(KC));
     let need_b = NC.min(n).div_ceil(NR) * NR * kb;
     if pb.len() < need_b {
-        pb.resize(need_b, 0.0);
+        // A fresh exact-size buffer: `resize` would copy the old contents
+        // and could double the capacity, and these buffers live on.
+        drop(std::mem::take(&mut pb));
+        pb = vec![0.0; need_b];
     }
-    let (ap, out) = (OutPtr(a as *mut f32), OutPtr(c));
+    let (ap, bp, out) = (OutPtr(a as *mut f32), OutPtr(b as *mut f32), OutPtr(c));
+    // Row blocks of whole MR panels, at most MC rows each; on the threaded
+    // path their count is a multiple of the thread count and their sizes
+    // differ by at most one panel, so no thread waits on a short last block.
+    let threads = if parallel {
+        rayon::current_num_threads().max(1)
+    } else {
+        1
+    };
+    let panels = m.div_ceil(MR);
+    let blocks = (panels.div_ceil(MC / MR).div_ceil(threads) * threads).min(panels);
+    let block_rows = |blk: usize| {
+        let (p0, p1) = (panels * blk / blocks, panels * (blk + 1) / blocks);
+        (p0 * MR, (p1 * MR).min(m))
+    };
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
         for pc in (0..k).step_by(kb) {
             let kc = kb.min(k - pc);
-            pack_b(
-                kc,
-                nc,
-                b.offset(pc as isize * rsb + jc as isize * csb),
-                rsb,
-                csb,
-                &mut pb,
-            );
+            let src = |j: usize| bp.get().offset(pc as isize * rsb + (jc + j) as isize * csb);
+            let b_panels = nc.div_ceil(NR);
+            if threads > 1 && b_panels > 1 {
+                // Each thread packs its share of B's micro-panels.
+                let per = b_panels.div_ceil(threads);
+                pb[..b_panels * NR * kc]
+                    .par_chunks_mut(per * NR * kc)
+                    .enumerate()
+                    .for_each(|(i, chunk)| {
+                        let j0 = i * per * NR;
+                        // SAFETY: columns j0.. of this k block, into this chunk only.
+                        unsafe { pack_b(kc, (nc - j0).min(per * NR), src(j0), rsb, csb, chunk) }
+                    });
+            } else {
+                pack_b(kc, nc, src(0), rsb, csb, &mut pb);
+            }
             let beta_here = if pc == 0 { beta } else { 1.0 };
             let pbr = &pb;
             let block = |blk: usize| {
                 let (ap, out) = (ap, out);
-                let ic = blk * MC;
-                let mc = MC.min(m - ic);
+                let (ic, end) = block_rows(blk);
+                let mc = end - ic;
                 let mut pa = PACK_A.with(|p| std::mem::take(&mut *p.borrow_mut()));
                 let need_a = MC.min(m).div_ceil(MR) * MR * kb;
                 if pa.len() < need_a {
-                    pa.resize(need_a, 0.0);
+                    drop(std::mem::take(&mut pa));
+                    pa = vec![0.0; need_a];
                 }
                 // SAFETY: rows ic..ic+mc of A and C belong to this block only.
                 unsafe {
@@ -182,10 +215,10 @@ unsafe fn drive(
                 }
                 PACK_A.with(|p| *p.borrow_mut() = pa);
             };
-            if parallel {
-                (0..m.div_ceil(MC)).into_par_iter().for_each(block);
+            if threads > 1 {
+                (0..blocks).into_par_iter().for_each(block);
             } else {
-                (0..m.div_ceil(MC)).for_each(block);
+                (0..blocks).for_each(block);
             }
         }
     }
