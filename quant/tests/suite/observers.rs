@@ -24,7 +24,7 @@ const RTOL: f64 = 1e-6;
 fn fixture() -> &'static Value {
     static FIXTURE: OnceLock<Value> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        serde_json::from_str(include_str!("fixtures/observers.json")).expect("valid JSON")
+        serde_json::from_str(include_str!("../fixtures/observers.json")).expect("valid JSON")
     })
 }
 

@@ -3,7 +3,7 @@
 //! eval-mode outputs. The architecture is `CnnLstm` in
 //! `tests/fixtures/generate.py`.
 
-mod common;
+use crate::common;
 
 use anneal_autograd::Var;
 use anneal_layers::{

@@ -14,7 +14,7 @@
 //! `adaptive_avgpool2d_3x2` — anneal's `AdaptiveAvgPool2d` is the global
 //! (1×1) pool only.
 
-mod common;
+use crate::common;
 
 use anneal_autograd::Var;
 use anneal_layers::{

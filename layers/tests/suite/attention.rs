@@ -4,7 +4,7 @@
 //! `tests/fixtures/`, made by `generate.py`), masking invariances, PyTorch
 //! parameter names, errors.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 

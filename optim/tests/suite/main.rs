@@ -1,0 +1,8 @@
+//! The optim integration tests, in one binary (one link instead of
+//! several: each would instantiate the generic stack again). Tests with
+//! their own global allocator or the shared sweep harness stay separate.
+
+mod properties;
+mod schedules;
+mod state;
+mod trajectories;
