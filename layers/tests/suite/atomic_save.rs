@@ -113,7 +113,7 @@ fn a_process_killed_mid_write_leaves_the_previous_checkpoint() {
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "child_process_that_is_killed_mid_write",
+            "atomic_save::child_process_that_is_killed_mid_write",
             "--test-threads=1",
         ])
         .env(CHILD_DIR, &dir)
