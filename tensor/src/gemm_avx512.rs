@@ -272,10 +272,10 @@ unsafe fn pack_a_rows(mc: usize, kc: usize, a: *const f32, rsa: isize, out: &mut
         let dst = out[panel * MR * kc..(panel + 1) * MR * kc].as_mut_ptr();
         for p0 in (0..kc).step_by(16) {
             let len = 16.min(kc - p0);
-            let lanes: __mmask16 = if len == 16 { 0xffff } else { (1 << len) - 1 };
+            let valid = lanes(len);
             let mut v = [_mm512_setzero_ps(); 16];
             for (i, vi) in v.iter_mut().enumerate().take(rows) {
-                *vi = _mm512_maskz_loadu_ps(lanes, a.offset((i0 + i) as isize * rsa).add(p0));
+                *vi = _mm512_maskz_loadu_ps(valid, a.offset((i0 + i) as isize * rsa).add(p0));
             }
             transpose16(&mut v);
             for (pp, vp) in v.iter().enumerate().take(len) {
@@ -355,11 +355,11 @@ unsafe fn pack_b_columns(kc: usize, nc: usize, b: *const f32, csb: isize, out: &
             let cols = 16.min(nc.saturating_sub(j0 + half));
             for p0 in (0..kc).step_by(16) {
                 let len = 16.min(kc - p0);
-                let lanes: __mmask16 = if len == 16 { 0xffff } else { (1 << len) - 1 };
+                let valid = lanes(len);
                 let mut v = [_mm512_setzero_ps(); 16];
                 for (j, vj) in v.iter_mut().enumerate().take(cols) {
                     *vj = _mm512_maskz_loadu_ps(
-                        lanes,
+                        valid,
                         b.offset((j0 + half + j) as isize * csb).add(p0),
                     );
                 }
@@ -436,7 +436,7 @@ impl Dense {
 
 /// The mask of the first `n` (capped at 16) lanes.
 #[inline(always)]
-fn lanes(n: usize) -> __mmask16 {
+pub(crate) fn lanes(n: usize) -> __mmask16 {
     if n >= 16 {
         0xffff
     } else {
@@ -628,29 +628,23 @@ pub(crate) unsafe fn conv_flat(
 mod tests {
     use super::*;
 
-    fn scalar_pack_a(mc: usize, kc: usize, a: &[f32], rsa: usize, csa: usize) -> Vec<f32> {
-        let mut out = vec![f32::NAN; mc.div_ceil(MR) * MR * kc];
-        for (panel, i0) in (0..mc).step_by(MR).enumerate() {
-            for p in 0..kc {
-                for i in 0..MR {
-                    out[panel * MR * kc + p * MR + i] = if i0 + i < mc {
-                        a[(i0 + i) * rsa + p * csa]
-                    } else {
-                        0.0
-                    };
-                }
-            }
-        }
-        out
-    }
-
-    fn scalar_pack_b(kc: usize, nc: usize, b: &[f32], rsb: usize, csb: usize) -> Vec<f32> {
-        let mut out = vec![f32::NAN; nc.div_ceil(NR) * NR * kc];
-        for (panel, j0) in (0..nc).step_by(NR).enumerate() {
-            for p in 0..kc {
-                for j in 0..NR {
-                    out[panel * NR * kc + p * NR + j] = if j0 + j < nc {
-                        b[p * rsb + (j0 + j) * csb]
+    /// The packed-panel definition: `n` rows (A's rows, B's columns) in
+    /// panels of `width`, each panel `depth` steps of `width` values,
+    /// element `(r, p)` at `x[r·stride_r + p·stride_p]`, zero-padded.
+    fn scalar_pack(
+        width: usize,
+        n: usize,
+        depth: usize,
+        x: &[f32],
+        stride_r: usize,
+        stride_p: usize,
+    ) -> Vec<f32> {
+        let mut out = vec![f32::NAN; n.div_ceil(width) * width * depth];
+        for (panel, r0) in (0..n).step_by(width).enumerate() {
+            for p in 0..depth {
+                for r in 0..width {
+                    out[(panel * depth + p) * width + r] = if r0 + r < n {
+                        x[(r0 + r) * stride_r + p * stride_p]
                     } else {
                         0.0
                     };
@@ -682,14 +676,14 @@ mod tests {
             unsafe { pack_a(rows, depth, a.as_ptr(), lead as isize, 1, &mut got) };
             assert_eq!(
                 got,
-                scalar_pack_a(rows, depth, &a, lead, 1),
+                scalar_pack(MR, rows, depth, &a, lead, 1),
                 "A {rows}×{depth}"
             );
             let mut got = vec![f32::NAN; rows.div_ceil(NR) * NR * depth];
             unsafe { pack_b(depth, rows, a.as_ptr(), 1, lead as isize, &mut got) };
             assert_eq!(
                 got,
-                scalar_pack_b(depth, rows, &a, 1, lead),
+                scalar_pack(NR, rows, depth, &a, lead, 1),
                 "B {depth}×{rows}"
             );
         }

@@ -9,13 +9,12 @@
 //! gradient of a stride-1 convolution is itself one (the output gradient
 //! correlated with the flipped, transposed weight), so it takes this path too.
 
-use std::any::TypeId;
-
 use rayon::prelude::*;
 
 use super::{Conv2dParams, Geometry};
 use crate::element::Element;
-use crate::gemm_avx512::{available, conv_flat, pack_weights, FlatOutput, FLAT_TILE};
+use crate::gemm_avx512::{available, conv_flat, lanes, pack_weights, FlatOutput, FLAT_TILE};
+use crate::simd_math::{as_f32, as_f32_mut};
 
 /// The padded layout of one group of one image and its tap offsets.
 struct Flat {
@@ -81,18 +80,6 @@ impl Shared {
     fn get(self) -> FlatOutput {
         self.0
     }
-}
-
-fn as_f32<T: Element>(s: &[T]) -> Option<&[f32]> {
-    // SAFETY: T is f32, checked by TypeId.
-    (TypeId::of::<T>() == TypeId::of::<f32>())
-        .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len()) })
-}
-
-fn as_f32_mut<T: Element>(s: &mut [T]) -> Option<&mut [f32]> {
-    // SAFETY: T is f32, checked by TypeId.
-    (TypeId::of::<T>() == TypeId::of::<f32>())
-        .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<f32>(), s.len()) })
 }
 
 /// `out ← conv2d(x, w) + bias` (`out` `[N, O, OH, OW]`, zero-filled or
@@ -279,8 +266,7 @@ unsafe fn copy_row(dst: &mut [f32], src: &[f32]) {
     let n = dst.len().min(src.len());
     let (d, s) = (dst.as_mut_ptr(), src.as_ptr());
     for i in (0..n).step_by(16) {
-        let left = n - i;
-        let mask: __mmask16 = if left >= 16 { 0xffff } else { (1 << left) - 1 };
+        let mask = lanes(n - i);
         _mm512_mask_storeu_ps(d.add(i), mask, _mm512_maskz_loadu_ps(mask, s.add(i)));
     }
 }

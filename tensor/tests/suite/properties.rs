@@ -519,8 +519,31 @@ impl ConvCase {
     }
 }
 
+/// Convolution cases from strategies for `(n, groups, C/groups, O/groups)`
+/// and for the `(kernel, stride, padding, dilation, extent)` pairs.
+fn conv_cases(
+    counts: impl Strategy<Value = (usize, usize, usize, usize)>,
+    geometry: impl Strategy<Value = ([usize; 2], [usize; 2], [usize; 2], [usize; 2], [usize; 2])>,
+) -> impl Strategy<Value = ConvCase> {
+    (counts, geometry, (any::<bool>(), any::<u64>())).prop_map(
+        |((n, groups, cg, og), (k, s, p, d, hw), (bias, seed))| ConvCase {
+            n,
+            groups,
+            cg,
+            og,
+            k,
+            s,
+            p,
+            d,
+            hw,
+            bias,
+            seed,
+        },
+    )
+}
+
 fn conv_case() -> impl Strategy<Value = ConvCase> {
-    (
+    conv_cases(
         (0usize..=2, 1usize..=3, 1usize..=3, 1usize..=3),
         (
             pair(1..=4),
@@ -529,29 +552,13 @@ fn conv_case() -> impl Strategy<Value = ConvCase> {
             pair(1..=3),
             pair(1..=9),
         ),
-        (any::<bool>(), any::<u64>()),
     )
-        .prop_map(
-            |((n, groups, cg, og), (k, s, p, d, hw), (bias, seed))| ConvCase {
-                n,
-                groups,
-                cg,
-                og,
-                k,
-                s,
-                p,
-                d,
-                hw,
-                bias,
-                seed,
-            },
-        )
 }
 
 /// Convolutions for the f32 kernels: mostly stride 1 (the direct method),
 /// up to 40 input and 40 output channels per group and 30×30 images.
 fn conv_f32_case() -> impl Strategy<Value = ConvCase> {
-    (
+    conv_cases(
         (1usize..=3, 1usize..=2, 1usize..=40, 1usize..=40),
         (
             pair(1..=5),
@@ -560,23 +567,7 @@ fn conv_f32_case() -> impl Strategy<Value = ConvCase> {
             pair(1..=2),
             pair(1..=30),
         ),
-        (any::<bool>(), any::<u64>()),
     )
-        .prop_map(
-            |((n, groups, cg, og), (k, s, p, d, hw), (bias, seed))| ConvCase {
-                n,
-                groups,
-                cg,
-                og,
-                k,
-                s,
-                p,
-                d,
-                hw,
-                bias,
-                seed,
-            },
-        )
 }
 
 #[derive(Clone, Debug)]
