@@ -6,6 +6,7 @@
 //! leaving the model and the optimiser untouched. Saving removes the hidden
 //! temporaries a killed save left behind, and nothing else.
 
+use crate::common::fresh_dir;
 use std::path::{Path, PathBuf};
 
 use anneal_layers::{state_dict, Module, StateValue};
@@ -30,8 +31,7 @@ fn small() -> (Dataset, Dataset) {
 }
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("anneal-ckset-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
+    let d = fresh_dir("ckset", name);
     std::fs::create_dir_all(&d).unwrap();
     d
 }

@@ -1,26 +1,12 @@
 //! The `anneal` command line: every subcommand, and bad arguments that must
 //! give one clear line and a non-zero exit, never a backtrace.
 
+use crate::common::{anneal, fresh_dir};
 use std::path::PathBuf;
 use std::process::Command;
 
-fn anneal(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_anneal"))
-        .args(args)
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .expect("run anneal");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("anneal-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+    fresh_dir("cli", name)
 }
 
 #[test]

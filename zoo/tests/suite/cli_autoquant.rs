@@ -2,27 +2,13 @@
 //! plan.json` reproduces the same quantised model; bad plans and arguments
 //! give one clear line.
 
+use crate::common::{anneal, fresh_dir};
 use std::path::PathBuf;
-use std::process::Command;
 
 use anneal_quant::QuantConfig;
 
-fn anneal(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_anneal"))
-        .args(args)
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .expect("run anneal");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("anneal-autoq-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
+    let d = fresh_dir("autoq", name);
     std::fs::create_dir_all(&d).unwrap();
     d
 }

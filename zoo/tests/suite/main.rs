@@ -7,6 +7,7 @@ mod autoquant_cnn;
 mod checkpoint_set;
 mod cli;
 mod cli_autoquant;
+mod common;
 mod quantize_cnn;
 mod regularisation;
 mod reproducibility;

@@ -13,6 +13,7 @@
 //! tiny (a few batches of 64, big enough for the kernels' parallel paths) so
 //! that the file runs in seconds.
 
+use crate::common::fresh_dir;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -52,9 +53,7 @@ fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
 }
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("anneal-repro-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+    fresh_dir("repro", name)
 }
 
 /// 128 training images (two batches of 64) and 64 evaluation images.

@@ -5,6 +5,7 @@
 //! uninterrupted run of its configuration gives, and `anneal tune`'s
 //! best.json re-runs through `anneal train --config`.
 
+use crate::common::{anneal, fresh_dir};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -110,23 +111,8 @@ fn tune_beats_the_defaults_and_is_reproducible() {
     assert_eq!(a.table(), b.table());
 }
 
-fn anneal(args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_anneal"))
-        .args(args)
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .expect("run anneal");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("anneal-tune-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+    fresh_dir("tune", name)
 }
 
 #[test]
