@@ -9,10 +9,14 @@
 //! unpadded convolutions skip the lowering. Stride-1 `f32` convolutions on
 //! AVX-512 CPUs skip it too, forward and input gradient alike: the kernel
 //! reads the lowered rows straight from a zero-padded copy of the image
-//! ([`direct`]). Images are spread over threads.
+//! ([`direct`]), and their weight gradient is computed as dot products of
+//! output-gradient rows with shifted input rows ([`weight_grad`]). Images
+//! are spread over threads.
 
 #[cfg(target_arch = "x86_64")]
 mod direct;
+#[cfg(target_arch = "x86_64")]
+mod weight_grad;
 
 use rayon::prelude::*;
 
@@ -567,6 +571,14 @@ impl<T: Element> Tensor<T> {
         let in_image = g.c * g.h * g.w;
         let x = input.as_slice();
         let dy = self.as_slice();
+        #[cfg(target_arch = "x86_64")]
+        {
+            let mut direct = vec![T::zero(); wlen];
+            if weight_grad::weight_grad(dy, x, &g, &mut direct) {
+                return Ok(Tensor::from_parts(direct, weight_shape.to_vec()));
+            }
+        }
+        // Images per partial sum, as in the direct method.
         const BLOCK: usize = 4;
         let blocks = g.n.div_ceil(BLOCK).max(1);
         let mut partial = vec![T::zero(); blocks * wlen];

@@ -405,6 +405,11 @@ impl BRows for Offsets<'_> {
 trait Tile {
     /// Stores the two 16-lane halves of row `i`.
     unsafe fn store(&self, i: usize, lo: __m512, hi: __m512);
+
+    /// Starts fetching the first `rows` rows' destination into L1, so that
+    /// [`Tile::store`] after the k loop does not wait on memory.
+    #[inline(always)]
+    unsafe fn prefetch(&self, _rows: usize) {}
 }
 
 /// A block of a row-major C: `C ← alpha·acc + beta·C` on the first `nr`
@@ -445,6 +450,19 @@ pub(crate) fn lanes(n: usize) -> __mmask16 {
 }
 
 impl Tile for Dense {
+    #[inline(always)]
+    unsafe fn prefetch(&self, rows: usize) {
+        // C is read (beta ≠ 0) or written once per k block; a miss per row
+        // after the loop costs ~10 % of a 1024³ product, a prefetch before
+        // it costs nothing (the loop runs for thousands of cycles).
+        for i in 0..rows {
+            let row = self.c.offset(i as isize * self.rsc) as *const i8;
+            _mm_prefetch::<_MM_HINT_T0>(row);
+            _mm_prefetch::<_MM_HINT_T0>(row.add(64));
+            _mm_prefetch::<_MM_HINT_T0>(row.add(127));
+        }
+    }
+
     #[inline(always)]
     unsafe fn store(&self, i: usize, lo: __m512, hi: __m512) {
         let row = self.c.offset(i as isize * self.rsc);
@@ -516,6 +534,7 @@ unsafe fn kernel<const R: usize, B: BRows, C: Tile>(
     c: &C,
     mr: usize,
 ) {
+    c.prefetch(mr);
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
     for p in 0..k {
         let bp = b.row(p);

@@ -1911,6 +1911,16 @@ fn results_do_not_depend_on_thread_count() {
     same_bits_at_any_thread_count("conv2d_weight_grad N=3", || {
         dy3.conv2d_weight_grad(&x3, k.shape(), p).unwrap()
     });
+    // 16-pixel rows: the direct (dot-product) weight gradient.
+    let x16 = Tensor::<f32>::randn_seeded(&[9, 8, 16, 16], 15).unwrap();
+    let dy16 = Tensor::<f32>::randn_seeded(&[9, 16, 16, 16], 16).unwrap();
+    same_bits_at_any_thread_count("conv2d_weight_grad 16×16", || {
+        dy16.conv2d_weight_grad(&x16, k.shape(), p).unwrap()
+    });
+    let (x16, dy16) = (x16.narrow(0, 0, 3).unwrap(), dy16.narrow(0, 0, 3).unwrap());
+    same_bits_at_any_thread_count("conv2d_weight_grad 16×16 N=3", || {
+        dy16.conv2d_weight_grad(&x16, k.shape(), p).unwrap()
+    });
     let pp = Pool2dParams::new(2);
     same_bits_at_any_thread_count("max_pool2d", || x.max_pool2d(pp).unwrap().0);
     same_bits_at_any_thread_count("avg_pool2d", || x.avg_pool2d(pp, true).unwrap());
