@@ -352,6 +352,15 @@ fn col2im<T: Element>(col: &[T], g: &Geometry, dx: &mut [T]) {
     }
 }
 
+/// An empty vector with room for `len` values (a recycled block when one
+/// fits), for kernels that write every value.
+#[cfg(target_arch = "x86_64")]
+fn uninit_buffer<T: Element>(len: usize) -> Vec<T> {
+    let mut v = crate::buffers::take(len).unwrap_or_default();
+    v.reserve_exact(len);
+    v
+}
+
 /// Runs `f(image_index, out_image)` for every image, over threads when
 /// there are several images; `f` gets `true` when it may itself thread.
 fn for_each_image<T: Element>(
@@ -434,13 +443,22 @@ impl<T: Element> Tensor<T> {
             }
         }
         let (ohw, kdim, og, cg) = (g.ohw(), g.kdim(), g.og(), g.cg());
-        let mut out = crate::buffers::filled(g.n * g.o * ohw, T::zero());
         let x = self.as_slice();
         let wt = weight.as_slice();
+        let len = g.n * g.o * ohw;
         #[cfg(target_arch = "x86_64")]
-        if direct::forward(x, &g, wt, bias.map(|b| b.as_slice()), &mut out) {
-            return Ok(Tensor::from_parts(out, vec![g.n, g.o, g.oh, g.ow]));
+        {
+            // The direct method writes every output value: no zero fill.
+            let mut out = uninit_buffer::<T>(len);
+            let bias = bias.map(|b| b.as_slice());
+            if direct::forward(x, &g, wt, bias, &mut out.spare_capacity_mut()[..len]) {
+                // SAFETY: forward wrote all `len` values.
+                unsafe { out.set_len(len) };
+                return Ok(Tensor::from_parts(out, vec![g.n, g.o, g.oh, g.ow]));
+            }
+            crate::buffers::recycle(out);
         }
+        let mut out = crate::buffers::filled(len, T::zero());
         let in_image = g.c * g.h * g.w;
         for_each_image(&mut out, g.o * ohw, g.n, |ni, y, threaded| {
             let beta = match bias {
@@ -507,13 +525,21 @@ impl<T: Element> Tensor<T> {
         }
         let (ohw, kdim, og, cg) = (g.ohw(), g.kdim(), g.og(), g.cg());
         let in_image = g.c * g.h * g.w;
-        let mut dx = crate::buffers::filled(g.n * in_image, T::zero());
         let dy = self.as_slice();
         let wt = weight.as_slice();
+        let len = g.n * in_image;
         #[cfg(target_arch = "x86_64")]
-        if direct::input_grad(dy, &g, wt, &mut dx) {
-            return Ok(Tensor::from_parts(dx, input_shape.to_vec()));
+        {
+            // The direct method writes every input-gradient value.
+            let mut dx = uninit_buffer::<T>(len);
+            if direct::input_grad(dy, &g, wt, &mut dx.spare_capacity_mut()[..len]) {
+                // SAFETY: input_grad wrote all `len` values.
+                unsafe { dx.set_len(len) };
+                return Ok(Tensor::from_parts(dx, input_shape.to_vec()));
+            }
+            crate::buffers::recycle(dx);
         }
+        let mut dx = crate::buffers::filled(len, T::zero());
         for_each_image(&mut dx, in_image, g.n, |ni, dxi, threaded| {
             let dyi = &dy[ni * g.o * ohw..(ni + 1) * g.o * ohw];
             for gi in 0..g.p.groups {

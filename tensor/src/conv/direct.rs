@@ -9,12 +9,15 @@
 //! gradient of a stride-1 convolution is itself one (the output gradient
 //! correlated with the flipped, transposed weight), so it takes this path too.
 
+use std::any::TypeId;
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::{Conv2dParams, Geometry};
 use crate::element::Element;
 use crate::gemm_avx512::{available, conv_flat, lanes, pack_weights, FlatOutput, FLAT_TILE};
-use crate::simd_math::{as_f32, as_f32_mut};
+use crate::simd_math::as_f32;
 
 /// The padded layout of one group of one image and its tap offsets.
 struct Flat {
@@ -89,9 +92,9 @@ pub(super) fn forward<T: Element>(
     g: &Geometry,
     w: &[T],
     bias: Option<&[T]>,
-    out: &mut [T],
+    out: &mut [MaybeUninit<T>],
 ) -> bool {
-    let (Some(x), Some(w), Some(out)) = (as_f32(x), as_f32(w), as_f32_mut(out)) else {
+    let (Some(x), Some(w), Some(out)) = (as_f32(x), as_f32(w), as_f32_uninit(out)) else {
         return false;
     };
     let bias = match bias.map(as_f32) {
@@ -110,8 +113,13 @@ pub(super) fn forward<T: Element>(
 /// the output gradient `dy`, as the direct convolution of `dy` with the
 /// flipped weight `W'[g·C/g + c][o][i][j] = W[g·O/g + o][c][kh−1−i][kw−1−j]`
 /// and padding `d·(k − 1) − p`; `false` when that does not apply.
-pub(super) fn input_grad<T: Element>(dy: &[T], g: &Geometry, w: &[T], dx: &mut [T]) -> bool {
-    let (Some(dy), Some(w), Some(dx)) = (as_f32(dy), as_f32(w), as_f32_mut(dx)) else {
+pub(super) fn input_grad<T: Element>(
+    dy: &[T],
+    g: &Geometry,
+    w: &[T],
+    dx: &mut [MaybeUninit<T>],
+) -> bool {
+    let (Some(dy), Some(w), Some(dx)) = (as_f32(dy), as_f32(w), as_f32_uninit(dx)) else {
         return false;
     };
     if g.p.stride != [1, 1] {
@@ -160,9 +168,28 @@ pub(super) fn input_grad<T: Element>(dy: &[T], g: &Geometry, w: &[T], dx: &mut [
     true
 }
 
+/// `x` viewed as `f32` storage when `T` is `f32`.
+fn as_f32_uninit<T: 'static>(x: &mut [MaybeUninit<T>]) -> Option<&mut [MaybeUninit<f32>]> {
+    if TypeId::of::<T>() == TypeId::of::<f32>() {
+        // SAFETY: `T` is `f32`, so the layouts are identical.
+        Some(unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr().cast(), x.len()) })
+    } else {
+        None
+    }
+}
+
 /// Runs the direct method image by image (over threads when there are
-/// several images, else over column tiles).
-fn run(flat: &Flat, g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+/// several images, else over column tiles). Every value of `out` is
+/// written (each tile stores all its valid pixels for every channel), so
+/// it may start uninitialised.
+fn run(
+    flat: &Flat,
+    g: &Geometry,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [MaybeUninit<f32>],
+) {
     let (og, kdim) = (g.og(), g.kdim());
     // SAFETY: the weight holds O rows of kdim values; available() was checked.
     let packed: Vec<Vec<f32>> = (0..g.p.groups)
@@ -170,14 +197,14 @@ fn run(flat: &Flat, g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, ou
         .collect();
     let in_image = g.c * g.h * g.w;
     let out_image = g.o * g.oh * g.ow;
-    let image = |ni: usize, y: &mut [f32], tiles_over_threads: bool| {
+    let image = |ni: usize, y: &mut [MaybeUninit<f32>], tiles_over_threads: bool| {
         let xi = &x[ni * in_image..(ni + 1) * in_image];
         f32::with_scratch(flat.padded_len, |padded| {
             for (gi, weights) in packed.iter().enumerate() {
                 pad(flat, g, &xi[gi * g.cg() * g.h * g.w..], padded);
                 let planes = &mut y[gi * og * g.oh * g.ow..(gi + 1) * og * g.oh * g.ow];
                 let out = FlatOutput {
-                    out: planes.as_mut_ptr(),
+                    out: planes.as_mut_ptr().cast(),
                     plane: g.oh * g.ow,
                     ow: g.ow,
                     wp: flat.wp,
@@ -199,22 +226,24 @@ fn run(flat: &Flat, g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, ou
     }
 }
 
-/// Copies one group of one image (`[C/g, H, W]`) into the zeroed padded buffer.
+/// Copies one group of one image (`[C/g, H, W]`) into the padded buffer,
+/// writing every value once: zeros around the image rows, the rows
+/// themselves, zeros in the slack (no separate zero fill first).
 fn pad(flat: &Flat, g: &Geometry, x: &[f32], padded: &mut [f32]) {
     let [ph, pw] = g.p.padding;
-    padded.fill(0.0);
+    let wp = flat.wp;
+    let planes = g.cg() * flat.plane;
     for c in 0..g.cg() {
+        let plane = &mut padded[c * flat.plane..(c + 1) * flat.plane];
+        plane[..ph * wp].fill(0.0);
+        plane[(ph + g.h) * wp..].fill(0.0);
         for r in 0..g.h {
-            let dst = c * flat.plane + (r + ph) * flat.wp + pw;
-            // SAFETY: equal lengths; available() was checked (Flat::plan).
-            unsafe {
-                copy_row(
-                    &mut padded[dst..dst + g.w],
-                    &x[(c * g.h + r) * g.w..][..g.w],
-                )
-            };
+            let row = &mut plane[(r + ph) * wp..(r + ph + 1) * wp];
+            // SAFETY: available() was checked (Flat::plan).
+            unsafe { copy_row_padded(row, &x[(c * g.h + r) * g.w..][..g.w], pw) };
         }
     }
+    padded[planes..flat.padded_len].fill(0.0);
 }
 
 /// The convolution of one padded group into `out`, optionally with its
@@ -255,18 +284,24 @@ fn multiply(
     }
 }
 
-/// `dst ← src` with masked 16-lane moves: the rows here are a few dozen
-/// values, where a `memcpy` call costs more than the copy itself.
+/// `dst ← [0; pad] ++ src ++ [0; …]` with masked 16-lane moves: the rows
+/// here are a few dozen values, where `memcpy` and `memset` calls cost
+/// more than the copy itself.
 ///
 /// # Safety
 /// The CPU supports AVX-512F.
 #[target_feature(enable = "avx512f")]
-unsafe fn copy_row(dst: &mut [f32], src: &[f32]) {
+unsafe fn copy_row_padded(dst: &mut [f32], src: &[f32], pad: usize) {
     use std::arch::x86_64::*;
-    let n = dst.len().min(src.len());
     let (d, s) = (dst.as_mut_ptr(), src.as_ptr());
-    for i in (0..n).step_by(16) {
-        let mask = lanes(n - i);
-        _mm512_mask_storeu_ps(d.add(i), mask, _mm512_maskz_loadu_ps(mask, s.add(i)));
+    let end = pad + src.len();
+    for i in (0..dst.len()).step_by(16) {
+        // Lanes l with pad ≤ i + l < pad + len read src[i + l − pad]; the
+        // others are masked off (never touched, so the pointer may point
+        // outside `src`) and zero.
+        let (lo, hi) = (pad.saturating_sub(i).min(16), end.saturating_sub(i).min(16));
+        let read = if hi > lo { lanes(hi) & !lanes(lo) } else { 0 };
+        let v = _mm512_maskz_loadu_ps(read, s.wrapping_add(i).wrapping_sub(pad));
+        _mm512_mask_storeu_ps(d.add(i), lanes(dst.len() - i), v);
     }
 }
