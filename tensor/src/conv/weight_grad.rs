@@ -12,10 +12,11 @@
 //! matrix and transposes it again while packing, which cost as much as the
 //! multiply-adds.
 //!
-//! Images are summed in blocks of [`BLOCK`] (the block's output gradient
-//! stays in L2 while every input channel passes over it); each weight of a
-//! block is one register accumulation in a fixed order, and blocks are added
-//! in order, so the result does not depend on the thread count.
+//! Images are summed in blocks sized from the geometry alone (a tile's
+//! output-gradient rows for the block stay in L1 while every input
+//! channel's padded planes pass over them); each weight of a block is one
+//! register accumulation in a fixed order, and blocks are added in order,
+//! so the result does not depend on the thread count.
 
 use std::arch::x86_64::*;
 
@@ -26,8 +27,13 @@ use crate::element::Element;
 use crate::gemm_avx512::{available, lanes};
 use crate::simd_math::{as_f32, as_f32_mut};
 
-/// Images per block (partial sums are added in block order).
-const BLOCK: usize = 4;
+/// Bytes of output gradient one tile (three output channels) should keep
+/// in L1 across a block of images: half the 48 KiB L1 of current cores,
+/// leaving room for the padded planes streaming past.
+const TILE_BYTES: usize = 24 << 10;
+
+/// Most images per block (partial sums are added in block order).
+const MAX_BLOCK: usize = 16;
 
 /// The padded layout: plane width `W'`, plane size `H'·W'`, and the
 /// distance between kernel rows `d_h·W'` (taps of a kernel row are
@@ -36,6 +42,9 @@ struct Padded {
     wp: usize,
     plane: usize,
     row_step: usize,
+    /// Images per block: enough rows per tile that the final horizontal
+    /// sums are a small part of the work, few enough to stay in L1.
+    block: usize,
 }
 
 impl Padded {
@@ -63,11 +72,14 @@ impl Padded {
         // line (a split load costs two).
         let (hp, wp) = (g.h + 2 * ph, (g.w + 2 * pw).checked_next_multiple_of(16)?);
         let plane = hp.checked_mul(wp)?;
-        g.cg().checked_mul(plane)?.checked_mul(BLOCK)?;
+        let tile_bytes = g.oh.checked_mul(g.ow)?.checked_mul(3 * 4)?;
+        let block = (TILE_BYTES / tile_bytes).clamp(1, MAX_BLOCK);
+        g.cg().checked_mul(plane)?.checked_mul(block)?;
         Some(Padded {
             wp,
             plane,
             row_step: g.p.dilation[0] * wp,
+            block,
         })
     }
 }
@@ -82,7 +94,7 @@ pub(super) fn weight_grad<T: Element>(dy: &[T], x: &[T], g: &Geometry, dw: &mut 
         return false;
     };
     let wlen = dw.len();
-    let blocks = g.n.div_ceil(BLOCK);
+    let blocks = g.n.div_ceil(pad.block);
     let threads = rayon::current_num_threads();
     if blocks == 1 {
         block(&pad, g, dy, x, 0, dw, threads > 1);
@@ -112,7 +124,7 @@ pub(super) fn weight_grad<T: Element>(dy: &[T], x: &[T], g: &Geometry, dw: &mut 
 /// A weight-gradient buffer shared by workers writing disjoint weights.
 #[derive(Clone, Copy)]
 struct Out(*mut f32);
-// SAFETY: each worker writes only the weights of its own input channels.
+// SAFETY: each worker writes only the weights of its own output channels.
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
 
@@ -124,10 +136,10 @@ impl Out {
 }
 
 /// Writes block `bi`'s contribution to every weight into `dw`, optionally
-/// splitting the input channels over threads.
+/// splitting the output channels over threads.
 fn block(pad: &Padded, g: &Geometry, dy: &[f32], x: &[f32], bi: usize, dw: &mut [f32], par: bool) {
     let (cg, og, taps) = (g.cg(), g.og(), g.kh * g.kw);
-    let (n0, n1) = (bi * BLOCK, ((bi + 1) * BLOCK).min(g.n));
+    let (n0, n1) = (bi * pad.block, ((bi + 1) * pad.block).min(g.n));
     let images = n1 - n0;
     let (in_image, out_plane) = (g.c * g.h * g.w, g.oh * g.ow);
     let padded_image = cg * pad.plane;
@@ -143,28 +155,35 @@ fn block(pad: &Padded, g: &Geometry, dy: &[f32], x: &[f32], bi: usize, dw: &mut 
             let padded = &*padded;
             let out = Out(dw[gi * og * cg * taps..].as_mut_ptr());
             let dy_group = &dy[n0 * g.o * out_plane + gi * og * out_plane..];
-            let channel = |c: usize| {
+            // Output channels in tiles of three, every input channel inside:
+            // the tile's output-gradient rows stay in L1 while the padded
+            // planes stream past (the other order re-read the whole
+            // block's output gradient from L2 for every input channel).
+            let tiles = og.div_ceil(3);
+            let tile_rows = |t: usize| {
                 let plan = Channel {
                     dy: dy_group.as_ptr(),
                     dy_row: out_plane,
                     dy_image: g.o * out_plane,
-                    x: padded[c * pad.plane..].as_ptr(),
+                    x: padded.as_ptr(),
                     x_image: padded_image,
+                    plane: pad.plane,
                     images,
                     oh: g.oh,
                     ow: g.ow,
                     wp: pad.wp,
                 };
+                let (o, rows) = (3 * t, (og - 3 * t).min(3));
                 // SAFETY: the pointers cover `images` images of this group
-                // (dY rows og, padded planes cg), every read is masked to
-                // the output row, and channel c's weights are written only
-                // here.
-                unsafe { channel_grad(&plan, og, cg, c, [g.kh, g.kw], pad.row_step, out.get()) };
+                // (dY rows og, padded planes cg), every read stays in its
+                // plane's padded rows, and these output channels' weights
+                // are written only here.
+                unsafe { rows_grad(&plan, o, rows, cg, [g.kh, g.kw], pad.row_step, out.get()) };
             };
-            if par && cg > 1 {
-                (0..cg).into_par_iter().for_each(channel);
+            if par && tiles > 1 {
+                (0..tiles).into_par_iter().for_each(tile_rows);
             } else {
-                (0..cg).for_each(channel);
+                (0..tiles).for_each(tile_rows);
             }
         }
     });
@@ -183,6 +202,7 @@ fn fill_padded(pad: &Padded, g: &Geometry, x: &[f32], padded: &mut [f32]) {
 
 /// Where one input channel's dot products read: the group's output
 /// gradient rows and the channel's padded plane, for every image of a block.
+#[derive(Clone, Copy)]
 struct Channel {
     /// `dY[n0][first output channel of the group]`.
     dy: *const f32,
@@ -194,34 +214,39 @@ struct Channel {
     x: *const f32,
     /// Distance between images' padded planes.
     x_image: usize,
+    /// Distance between channels' padded planes.
+    plane: usize,
     images: usize,
     oh: usize,
     ow: usize,
     wp: usize,
 }
 
-/// Every weight `dW[o][c][·][·]` of input channel `c` for the group's `og`
-/// output channels, written to `dw` (`[og][cg][kh·kw]`).
+/// Every weight `dW[o..o + rows][c][·][·]` for every input channel `c`
+/// (`p.x` at channel 0), written to `dw` (`[og][cg][kh·kw]`).
 ///
 /// # Safety
-/// As [`tile`], for every output channel; `dw` writable for the group.
+/// As [`tile`], for every input channel; `dw` writable for the group.
 #[target_feature(enable = "avx512f")]
-unsafe fn channel_grad(
+#[allow(clippy::too_many_arguments)]
+unsafe fn rows_grad(
     p: &Channel,
-    og: usize,
+    o: usize,
+    rows: usize,
     cg: usize,
-    c: usize,
     [kh, kw]: [usize; 2],
     row_step: usize,
     dw: *mut f32,
 ) {
     let taps = kh * kw;
     let stride = cg * taps;
-    let mut o = 0;
-    while o < og {
-        let rows = (og - o).min(3);
+    let k = Kernel { kh, row_step };
+    for c in 0..cg {
+        let p = &Channel {
+            x: p.x.add(c * p.plane),
+            ..*p
+        };
         let dst = dw.add((o * cg + c) * taps);
-        let k = Kernel { kh, row_step };
         // Up to nine taps (KR kernel rows of KW) per pass: 3×9 accumulators.
         macro_rules! go {
             ($kw:literal, $kr:literal) => {
@@ -243,7 +268,6 @@ unsafe fn channel_grad(
             8 => go!(8, 1),
             _ => go!(9, 1),
         }
-        o += rows;
     }
 }
 
