@@ -288,7 +288,7 @@ unsafe fn pack_a_rows(mc: usize, kc: usize, a: *const f32, rsa: isize, out: &mut
 /// In-register transpose of a 16×16 block: `v[i]` lane `j` ↔ `v[j]` lane `i`
 /// (unpack within 128-bit lanes, then two rounds of 128-bit lane shuffles).
 #[target_feature(enable = "avx512f")]
-unsafe fn transpose16(v: &mut [__m512; 16]) {
+pub(crate) unsafe fn transpose16(v: &mut [__m512; 16]) {
     let mut t = [_mm512_setzero_ps(); 16];
     for i in (0..16).step_by(2) {
         t[i] = _mm512_unpacklo_ps(v[i], v[i + 1]);

@@ -1,22 +1,23 @@
-//! Stride-1 `f32` convolution weight gradient as dot products along the
+//! Stride-1 `f32` convolution weight gradient as outer products over the
 //! pixels (AVX-512 CPUs), without im2col.
 //!
-//! `dW[o][c][i][j] = Σ_n Σ_y Σ_x dY[n][o][y][x] · X'[n][c][y + i·d][x + j·d]`
-//! with `X'` the zero-padded input. For stride 1 both factors are
-//! contiguous along `x`, so each weight is a dot product of output-gradient
-//! rows with shifted input rows: 16 pixels per vector, `R` output channels ×
-//! up to [`TAPS`] taps of one input channel in registers (the `R` gradient
-//! vectors are loaded once per 16 pixels and reused by every tap, each input
-//! vector by every output channel), one horizontal sum per weight at the
-//! end. The im2col route instead writes the `C·kH·kW × OH·OW` lowered
-//! matrix and transposes it again while packing, which cost as much as the
-//! multiply-adds.
+//! `dW[o][c][i][j] = Σ_n Σ_y Σ_x dY[n][o][y][x] · X'[n][c][y + i·d][x + j]`
+//! with `X'` the zero-padded input. The output gradient is transposed once
+//! per block of images into panels of [`OC`] output channels per pixel
+//! (`[pixel][o]`, a 16×16 register transpose at a time); then for one input
+//! channel the kernel keeps every tap `(i, j)` × [`OC`] output channels in
+//! registers and, pixel by pixel, broadcasts the shifted input value of each
+//! tap and multiply-adds it into the channel vectors: 9 broadcasts and 2
+//! vector loads feed 18 multiply-adds for a 3×3 kernel, and no horizontal
+//! sums are needed. (The im2col route wrote the `C·kH·kW × OH·OW` lowered
+//! matrix and transposed it again while packing; a first direct version
+//! vectorised along the pixels and was bound by unaligned loads of the
+//! shifted rows.)
 //!
-//! Images are summed in blocks sized from the geometry alone (a tile's
-//! output-gradient rows for the block stay in L1 while every input
-//! channel's padded planes pass over them); each weight of a block is one
-//! register accumulation in a fixed order, and blocks are added in order,
-//! so the result does not depend on the thread count.
+//! Images are summed in blocks whose size depends on the geometry alone;
+//! every weight of a block is one register accumulation in a fixed order
+//! (images, rows, pixels), and blocks are added in order, so the result does
+//! not depend on the thread count.
 
 use std::arch::x86_64::*;
 
@@ -24,61 +25,64 @@ use rayon::prelude::*;
 
 use super::Geometry;
 use crate::element::Element;
-use crate::gemm_avx512::{available, lanes};
+use crate::gemm_avx512::{available, lanes, transpose16};
 use crate::simd_math::{as_f32, as_f32_mut};
 
-/// Bytes of output gradient one tile (three output channels) should keep
-/// in L1 across a block of images: half the 48 KiB L1 of current cores,
-/// leaving room for the padded planes streaming past.
-const TILE_BYTES: usize = 24 << 10;
+/// Output channels per panel: two 16-lane vectors.
+const OC: usize = 32;
+
+/// Bytes of transposed output gradient one block should take (half the
+/// 2 MiB L2 of current cores: every input channel's pass reads it again).
+const BLOCK_BYTES: usize = 1 << 20;
 
 /// Most images per block (partial sums are added in block order).
 const MAX_BLOCK: usize = 16;
 
-/// The padded layout: plane width `W'`, plane size `H'·W'`, and the
-/// distance between kernel rows `d_h·W'` (taps of a kernel row are
-/// adjacent: dilation 1 along the width).
-struct Padded {
+/// The padded layout and the block size for one geometry.
+struct Plan {
+    /// Padded plane width `W'`.
     wp: usize,
+    /// Padded plane size `H'·W'`.
     plane: usize,
+    /// Distance between kernel rows in a plane (`d_h·W'`; the taps of a
+    /// kernel row are adjacent: no dilation along the width).
     row_step: usize,
-    /// Images per block: enough rows per tile that the final horizontal
-    /// sums are a small part of the work, few enough to stay in L1.
+    /// Panels of [`OC`] output channels per group.
+    panels: usize,
+    /// Images per block.
     block: usize,
 }
 
-impl Padded {
+impl Plan {
     /// The plan for `g`, or `None` when this method does not apply (another
     /// stride, a width dilation, kernels under 4 taps or over 9 wide, no
-    /// AVX-512) or its 16-pixel vectors would waste over a quarter of their
-    /// lanes on a short output row.
-    fn plan(g: &Geometry) -> Option<Padded> {
-        if !available() || g.p.stride != [1, 1] || g.n == 0 || g.o == 0 || g.ow == 0 {
+    /// AVX-512).
+    fn new(g: &Geometry) -> Option<Plan> {
+        if !available() || g.p.stride != [1, 1] || g.n == 0 || g.o == 0 || g.cg() == 0 {
             return None;
         }
-        // Fewer taps reuse the output-gradient vectors too little (a 1×1
-        // convolution is a plain GEMM without im2col anyway); no input
-        // channels leaves nothing to do.
-        if g.kh * g.kw < 4 || g.kw > 9 || g.p.dilation[1] != 1 || g.cg() == 0 {
-            return None;
-        }
-        if g.ow * 4 < g.ow.div_ceil(16) * 16 * 3 {
+        // Fewer taps leave each loaded gradient vector too little work (a
+        // 1×1 convolution is a plain GEMM without im2col anyway).
+        if g.kh * g.kw < 4 || g.kw > 9 || g.p.dilation[1] != 1 || g.oh * g.ow == 0 {
             return None;
         }
         let [ph, pw] = g.p.padding;
         // Geometry::new checked that the padded extents fit in isize.
-        // Rows 16 values apart (64 bytes) from a 64-byte-aligned start, so
-        // the first tap of every kernel row loads without crossing a cache
-        // line (a split load costs two).
-        let (hp, wp) = (g.h + 2 * ph, (g.w + 2 * pw).checked_next_multiple_of(16)?);
+        let (hp, wp) = (g.h + 2 * ph, g.w + 2 * pw);
         let plane = hp.checked_mul(wp)?;
-        let tile_bytes = g.oh.checked_mul(g.ow)?.checked_mul(3 * 4)?;
-        let block = (TILE_BYTES / tile_bytes).clamp(1, MAX_BLOCK);
-        g.cg().checked_mul(plane)?.checked_mul(block)?;
-        Some(Padded {
+        let panels = g.og().div_ceil(OC);
+        let per_image = g.oh.checked_mul(g.ow)?.checked_mul(panels * OC * 4)?;
+        let block = (BLOCK_BYTES / per_image).clamp(1, MAX_BLOCK).min(g.n);
+        // The block's scratch: padded planes and transposed gradients.
+        g.cg()
+            .checked_mul(plane)?
+            .checked_add(per_image / 4)?
+            .checked_mul(block)?;
+        Some(Plan {
             wp,
             plane,
             row_step: g.p.dilation[0] * wp,
+            panels,
             block,
         })
     }
@@ -90,14 +94,14 @@ pub(super) fn weight_grad<T: Element>(dy: &[T], x: &[T], g: &Geometry, dw: &mut 
     let (Some(dy), Some(x), Some(dw)) = (as_f32(dy), as_f32(x), as_f32_mut(dw)) else {
         return false;
     };
-    let Some(pad) = Padded::plan(g) else {
+    let Some(plan) = Plan::new(g) else {
         return false;
     };
     let wlen = dw.len();
-    let blocks = g.n.div_ceil(pad.block);
+    let blocks = g.n.div_ceil(plan.block);
     let threads = rayon::current_num_threads();
     if blocks == 1 {
-        block(&pad, g, dy, x, 0, dw, threads > 1);
+        block(&plan, g, dy, x, 0, dw, threads > 1);
         return true;
     }
     let mut partial = vec![0.0f32; blocks * wlen];
@@ -105,12 +109,12 @@ pub(super) fn weight_grad<T: Element>(dy: &[T], x: &[T], g: &Geometry, dw: &mut 
         partial
             .par_chunks_mut(wlen)
             .enumerate()
-            .for_each(|(bi, part)| block(&pad, g, dy, x, bi, part, false));
+            .for_each(|(bi, part)| block(&plan, g, dy, x, bi, part, false));
     } else {
         partial
             .chunks_mut(wlen)
             .enumerate()
-            .for_each(|(bi, part)| block(&pad, g, dy, x, bi, part, false));
+            .for_each(|(bi, part)| block(&plan, g, dy, x, bi, part, false));
     }
     dw.copy_from_slice(&partial[..wlen]);
     for part in partial.chunks(wlen).skip(1) {
@@ -124,7 +128,7 @@ pub(super) fn weight_grad<T: Element>(dy: &[T], x: &[T], g: &Geometry, dw: &mut 
 /// A weight-gradient buffer shared by workers writing disjoint weights.
 #[derive(Clone, Copy)]
 struct Out(*mut f32);
-// SAFETY: each worker writes only the weights of its own output channels.
+// SAFETY: each worker writes only the weights of its own input channels.
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
 
@@ -136,261 +140,238 @@ impl Out {
 }
 
 /// Writes block `bi`'s contribution to every weight into `dw`, optionally
-/// splitting the output channels over threads.
-fn block(pad: &Padded, g: &Geometry, dy: &[f32], x: &[f32], bi: usize, dw: &mut [f32], par: bool) {
+/// splitting the input channels over threads.
+fn block(plan: &Plan, g: &Geometry, dy: &[f32], x: &[f32], bi: usize, dw: &mut [f32], par: bool) {
     let (cg, og, taps) = (g.cg(), g.og(), g.kh * g.kw);
-    let (n0, n1) = (bi * pad.block, ((bi + 1) * pad.block).min(g.n));
+    let (n0, n1) = (bi * plan.block, ((bi + 1) * plan.block).min(g.n));
     let images = n1 - n0;
-    let (in_image, out_plane) = (g.c * g.h * g.w, g.oh * g.ow);
-    let padded_image = cg * pad.plane;
-    f32::with_scratch(images * padded_image + 16, |padded| {
-        let skew = padded.as_ptr().align_offset(64).min(16);
-        let padded = &mut padded[skew..skew + images * padded_image];
+    let (in_image, ohw) = (g.c * g.h * g.w, g.oh * g.ow);
+    let padded_image = cg * plan.plane;
+    let packed_image = plan.panels * ohw * OC;
+    let padded_len = images * padded_image;
+    f32::with_scratch(padded_len + images * packed_image, |scratch| {
+        let (padded, packed) = scratch.split_at_mut(padded_len);
         for gi in 0..g.p.groups {
-            padded.fill(0.0);
             for n in 0..images {
                 let src = &x[(n0 + n) * in_image + gi * cg * g.h * g.w..];
-                fill_padded(pad, g, src, &mut padded[n * padded_image..]);
-            }
-            let padded = &*padded;
-            let out = Out(dw[gi * og * cg * taps..].as_mut_ptr());
-            let dy_group = &dy[n0 * g.o * out_plane + gi * og * out_plane..];
-            // Output channels in tiles of three, every input channel inside:
-            // the tile's output-gradient rows stay in L1 while the padded
-            // planes stream past (the other order re-read the whole
-            // block's output gradient from L2 for every input channel).
-            let tiles = og.div_ceil(3);
-            let tile_rows = |t: usize| {
-                let plan = Channel {
-                    dy: dy_group.as_ptr(),
-                    dy_row: out_plane,
-                    dy_image: g.o * out_plane,
-                    x: padded.as_ptr(),
-                    x_image: padded_image,
-                    plane: pad.plane,
-                    images,
-                    oh: g.oh,
-                    ow: g.ow,
-                    wp: pad.wp,
+                fill_padded(
+                    plan,
+                    g,
+                    src,
+                    &mut padded[n * padded_image..][..padded_image],
+                );
+                let rows = &dy[((n0 + n) * g.o + gi * og) * ohw..][..og * ohw];
+                // SAFETY: og rows of ohw values into panels·ohw·OC values.
+                unsafe {
+                    pack_gradient(
+                        rows,
+                        og,
+                        ohw,
+                        &mut packed[n * packed_image..][..packed_image],
+                    )
                 };
-                let (o, rows) = (3 * t, (og - 3 * t).min(3));
-                // SAFETY: the pointers cover `images` images of this group
-                // (dY rows og, padded planes cg), every read stays in its
-                // plane's padded rows, and these output channels' weights
-                // are written only here.
-                unsafe { rows_grad(&plan, o, rows, cg, [g.kh, g.kw], pad.row_step, out.get()) };
+            }
+            let (padded, packed) = (&*padded, &*packed);
+            let out = Out(dw[gi * og * cg * taps..].as_mut_ptr());
+            let channel = |c: usize| {
+                for panel in 0..plan.panels {
+                    let args = Args {
+                        x: padded[c * plan.plane..].as_ptr(),
+                        x_image: padded_image,
+                        b: packed[panel * ohw * OC..].as_ptr(),
+                        b_image: packed_image,
+                        images,
+                        oh: g.oh,
+                        ow: g.ow,
+                        wp: plan.wp,
+                    };
+                    let o0 = panel * OC;
+                    let dst = Dest {
+                        dw: out.get(),
+                        o0,
+                        channels: (og - o0).min(OC),
+                        c,
+                        cg,
+                        kh: g.kh,
+                        kw: g.kw,
+                    };
+                    // SAFETY: the planes and panels cover `images` images of
+                    // this group, every read stays inside its padded plane,
+                    // and channel c's weights are written only here.
+                    unsafe { channel_grad(&args, plan.row_step, &dst) };
+                }
             };
-            if par && tiles > 1 {
-                (0..tiles).into_par_iter().for_each(tile_rows);
+            if par && cg > 1 {
+                (0..cg).into_par_iter().for_each(channel);
             } else {
-                (0..tiles).for_each(tile_rows);
+                (0..cg).for_each(channel);
             }
         }
     });
 }
 
-/// Copies one group of one image (`[C/g, H, W]`) into its zeroed padded planes.
-fn fill_padded(pad: &Padded, g: &Geometry, x: &[f32], padded: &mut [f32]) {
+/// Copies one group of one image (`[C/g, H, W]`) into its padded planes.
+fn fill_padded(plan: &Plan, g: &Geometry, x: &[f32], padded: &mut [f32]) {
     let [ph, pw] = g.p.padding;
+    padded.fill(0.0);
     for c in 0..g.cg() {
         for r in 0..g.h {
-            let dst = c * pad.plane + (r + ph) * pad.wp + pw;
+            let dst = c * plan.plane + (r + ph) * plan.wp + pw;
             padded[dst..dst + g.w].copy_from_slice(&x[(c * g.h + r) * g.w..][..g.w]);
         }
     }
 }
 
-/// Where one input channel's dot products read: the group's output
-/// gradient rows and the channel's padded plane, for every image of a block.
-#[derive(Clone, Copy)]
-struct Channel {
-    /// `dY[n0][first output channel of the group]`.
-    dy: *const f32,
-    /// Distance between output channels (`OH·OW`).
-    dy_row: usize,
-    /// Distance between images in `dy`.
-    dy_image: usize,
-    /// The channel's padded plane of the block's first image.
+/// Transposes `og` output-gradient rows of `ohw` pixels into panels of
+/// [`OC`] channels per pixel (`out[panel][pixel][lane]`, zero past `og`).
+///
+/// # Safety
+/// `out` holds `⌈og/OC⌉·ohw·OC` values; [`available`] is true.
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_gradient(rows: &[f32], og: usize, ohw: usize, out: &mut [f32]) {
+    let src = rows.as_ptr();
+    let dst = out.as_mut_ptr();
+    for o0 in (0..og.div_ceil(16) * 16).step_by(16) {
+        let (panel, half) = (o0 / OC, o0 % OC);
+        let channels = (og - o0).min(16);
+        for q0 in (0..ohw).step_by(16) {
+            let m = lanes(ohw - q0);
+            let mut v = [_mm512_setzero_ps(); 16];
+            for (r, row) in v.iter_mut().enumerate().take(channels) {
+                *row = _mm512_maskz_loadu_ps(m, src.add((o0 + r) * ohw + q0));
+            }
+            transpose16(&mut v);
+            for (k, col) in v.iter().enumerate().take(ohw - q0) {
+                _mm512_storeu_ps(dst.add((panel * ohw + q0 + k) * OC + half), *col);
+            }
+        }
+    }
+    if !og.is_multiple_of(OC) && og % OC <= 16 {
+        // The last panel's second half has no channels: zeros.
+        let panel = og / OC;
+        for q in 0..ohw {
+            _mm512_storeu_ps(dst.add((panel * ohw + q) * OC + 16), _mm512_setzero_ps());
+        }
+    }
+}
+
+/// Where one input channel's products read: its padded plane and one panel
+/// of transposed output gradient, for every image of the block.
+struct Args {
+    /// The channel's padded plane in the block's first image.
     x: *const f32,
     /// Distance between images' padded planes.
     x_image: usize,
-    /// Distance between channels' padded planes.
-    plane: usize,
+    /// The panel in the block's first image (`[pixel][OC]`).
+    b: *const f32,
+    /// Distance between images' panels.
+    b_image: usize,
     images: usize,
     oh: usize,
     ow: usize,
     wp: usize,
 }
 
-/// Every weight `dW[o..o + rows][c][·][·]` for every input channel `c`
-/// (`p.x` at channel 0), written to `dw` (`[og][cg][kh·kw]`).
+/// Where one tile's sums go: `dw[(o0 + l)·cg·taps + c·taps + tap]` for the
+/// first `channels` lanes.
+struct Dest {
+    dw: *mut f32,
+    o0: usize,
+    channels: usize,
+    c: usize,
+    cg: usize,
+    kh: usize,
+    kw: usize,
+}
+
+/// Every tap of input channel `c` for one panel of output channels, in
+/// passes of `KR` kernel rows.
 ///
 /// # Safety
-/// As [`tile`], for every input channel; `dw` writable for the group.
+/// As [`tile`]; `d.dw` writable for the group's weights.
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn rows_grad(
-    p: &Channel,
-    o: usize,
-    rows: usize,
-    cg: usize,
-    [kh, kw]: [usize; 2],
-    row_step: usize,
-    dw: *mut f32,
-) {
-    let taps = kh * kw;
-    let stride = cg * taps;
-    let k = Kernel { kh, row_step };
-    for c in 0..cg {
-        let p = &Channel {
-            x: p.x.add(c * p.plane),
-            ..*p
-        };
-        let dst = dw.add((o * cg + c) * taps);
-        // Up to nine taps (KR kernel rows of KW) per pass: 3×9 accumulators.
-        macro_rules! go {
-            ($kw:literal, $kr:literal) => {
-                match rows {
-                    3 => tile::<3, $kw, $kr>(p, o, &k, dst, stride),
-                    2 => tile::<2, $kw, $kr>(p, o, &k, dst, stride),
-                    _ => tile::<1, $kw, $kr>(p, o, &k, dst, stride),
+unsafe fn channel_grad(a: &Args, row_step: usize, d: &Dest) {
+    macro_rules! go {
+        ($kw:literal, $kr:literal) => {{
+            for i0 in (0..d.kh).step_by($kr) {
+                let used = (d.kh - i0).min($kr);
+                // A last pass with fewer kernel rows repeats its last row's
+                // reads (those sums are not stored): no reads past the plane.
+                let mut rows = [0; $kr];
+                for (i, r) in rows.iter_mut().enumerate() {
+                    *r = (i0 + i.min(used - 1)) * row_step;
                 }
-            };
-        }
-        match kw {
-            1 => go!(1, 9),
-            2 => go!(2, 4),
-            3 => go!(3, 3),
-            4 => go!(4, 2),
-            5 => go!(5, 1),
-            6 => go!(6, 1),
-            7 => go!(7, 1),
-            8 => go!(8, 1),
-            _ => go!(9, 1),
-        }
+                let mut sums = [[[0.0f32; OC]; $kw]; $kr];
+                tile::<$kw, $kr>(a, &rows, &mut sums);
+                store(d, i0, &sums[..used]);
+            }
+        }};
+    }
+    match d.kw {
+        1 => go!(1, 12),
+        2 => go!(2, 6),
+        3 => go!(3, 3),
+        4 => go!(4, 3),
+        5 => go!(5, 2),
+        6 => go!(6, 2),
+        7 => go!(7, 1),
+        8 => go!(8, 1),
+        _ => go!(9, 1),
     }
 }
 
-/// The kernel's height and the distance between its rows in a padded plane.
-struct Kernel {
-    kh: usize,
-    row_step: usize,
-}
-
-/// The sum of the 16 lanes, by 512-bit shuffles only (a fixed order).
-#[inline(always)]
-unsafe fn horizontal_sum(v: __m512) -> f32 {
-    let v = _mm512_add_ps(v, _mm512_shuffle_f32x4::<0b0100_1110>(v, v));
-    let v = _mm512_add_ps(v, _mm512_shuffle_f32x4::<0b1011_0001>(v, v));
-    let v = _mm512_add_ps(v, _mm512_permute_ps::<0b0100_1110>(v));
-    let v = _mm512_add_ps(v, _mm512_permute_ps::<0b1011_0001>(v));
-    _mm512_cvtss_f32(v)
-}
-
-/// 16 values from `p`, those outside `m` zero when `MASKED` (a full
-/// vector is loaded plainly: masked loads issue at half the rate).
-#[inline(always)]
-unsafe fn load<const MASKED: bool>(m: __mmask16, p: *const f32) -> __m512 {
-    if MASKED {
-        _mm512_maskz_loadu_ps(m, p)
-    } else {
-        _mm512_loadu_ps(p)
-    }
-}
-
-/// One 16-pixel step: `acc[r][i][j] += dY[r][·] ⊙ X'[· + rows[i] + j]`
-/// on the lanes of `m` (the others read as zero).
-#[inline(always)]
-#[allow(clippy::needless_range_loop)] // constant indices keep `acc` in registers
-unsafe fn step<const R: usize, const KW: usize, const KR: usize, const MASKED: bool>(
-    acc: &mut [[[__m512; KW]; KR]; R],
-    dy: *const f32,
-    dy_row: usize,
-    x: *const f32,
-    rows: &[usize; KR],
-    m: __mmask16,
-) {
-    let mut g = [_mm512_setzero_ps(); R];
-    for (r, v) in g.iter_mut().enumerate() {
-        *v = load::<MASKED>(m, dy.add(r * dy_row));
-    }
-    for i in 0..KR {
-        for j in 0..KW {
-            let xv = load::<MASKED>(m, x.add(rows[i] + j));
-            for r in 0..R {
-                acc[r][i][j] = _mm512_fmadd_ps(g[r], xv, acc[r][i][j]);
+/// Writes the tile's sums for kernel rows `i0..` to their weights.
+fn store<const KW: usize>(d: &Dest, i0: usize, sums: &[[[f32; OC]; KW]]) {
+    let taps = d.kh * d.kw;
+    for (i, row) in sums.iter().enumerate() {
+        for (j, lanes) in row.iter().enumerate() {
+            let tap = (i0 + i) * d.kw + j;
+            for (l, &v) in lanes.iter().enumerate().take(d.channels) {
+                // SAFETY: (o0 + l < og, c < cg, tap < taps) inside the group.
+                unsafe { *d.dw.add(((d.o0 + l) * d.cg + d.c) * taps + tap) = v };
             }
         }
     }
 }
 
-/// `dst[r·stride + i·KW + j] ← Σ dY[o + r] · X'[shifted by tap (i, j)]`
-/// for `R` output channels and every tap of a kernel `KW` wide (in passes
-/// of `KR` kernel rows), summed over the block's images, rows and pixels.
+/// `sums[i][j][l] = Σ_n Σ_y Σ_x X'[n][y·W' + rows[i] + j + x] · B[n][y·OW + x][l]`
+/// for `KR` kernel rows of `KW` taps and the panel's [`OC`] channels.
 ///
 /// # Safety
-/// `p` describes readable output-gradient rows `o..o + R` and padded planes
-/// for `p.images` images, the kernel fitting the planes' valid window;
-/// `dst` writable at `r·stride + t` for every tap `t`.
+/// `a` describes readable planes and panels for `a.images` images, each
+/// `rows[i] + j + (OH − 1)·W' + OW − 1` inside its plane; [`available`].
 #[target_feature(enable = "avx512f")]
 #[inline(never)]
 #[allow(clippy::needless_range_loop)] // constant indices keep `acc` in registers
-unsafe fn tile<const R: usize, const KW: usize, const KR: usize>(
-    p: &Channel,
-    o: usize,
-    k: &Kernel,
-    dst: *mut f32,
-    stride: usize,
+unsafe fn tile<const KW: usize, const KR: usize>(
+    a: &Args,
+    rows: &[usize; KR],
+    sums: &mut [[[f32; OC]; KW]; KR],
 ) {
-    for i0 in (0..k.kh).step_by(KR) {
-        let used = (k.kh - i0).min(KR);
-        // A last pass with fewer kernel rows repeats its last row's reads
-        // (those sums are not stored): same shape, no out-of-plane reads.
-        let mut rows = [0; KR];
-        for (i, r) in rows.iter_mut().enumerate() {
-            *r = i.min(used - 1) * k.row_step;
-        }
-        let mut acc = [[[_mm512_setzero_ps(); KW]; KR]; R];
-        // Chunks of 16 pixels outside, every (image, row) inside: the inner
-        // loop is one straight step, which keeps the accumulators in
-        // registers (a chunk loop inside the row loop made the compiler
-        // spill them).
-        for x0 in (0..p.ow).step_by(16) {
-            let m = lanes(p.ow - x0);
-            let mut dy = p.dy.add(o * p.dy_row + x0);
-            let mut x = p.x.add(i0 * k.row_step + x0);
-            for _ in 0..p.images {
-                for _ in 0..p.oh {
-                    if m == 0xffff {
-                        step::<R, KW, KR, false>(&mut acc, dy, p.dy_row, x, &rows, m);
-                    } else {
-                        step::<R, KW, KR, true>(&mut acc, dy, p.dy_row, x, &rows, m);
+    let mut acc = [[[_mm512_setzero_ps(); 2]; KW]; KR];
+    for n in 0..a.images {
+        let mut xr = a.x.add(n * a.x_image);
+        let mut b = a.b.add(n * a.b_image);
+        for _ in 0..a.oh {
+            for x in 0..a.ow {
+                let b0 = _mm512_loadu_ps(b);
+                let b1 = _mm512_loadu_ps(b.add(16));
+                for i in 0..KR {
+                    for j in 0..KW {
+                        let v = _mm512_set1_ps(*xr.add(rows[i] + j + x));
+                        acc[i][j][0] = _mm512_fmadd_ps(v, b0, acc[i][j][0]);
+                        acc[i][j][1] = _mm512_fmadd_ps(v, b1, acc[i][j][1]);
                     }
-                    dy = dy.add(p.ow);
-                    x = x.add(p.wp);
                 }
-                dy = dy.add(p.dy_image - p.oh * p.ow);
-                x = x.add(p.x_image - p.oh * p.wp);
+                b = b.add(OC);
             }
+            xr = xr.add(a.wp);
         }
-        // Every accumulator is read with a constant index (a loop bounded by
-        // `used` would keep `acc` in memory instead of registers), and only
-        // by 512-bit (EVEX) instructions: `_mm512_reduce_add_ps` starts with
-        // 256-bit VEX ones, which reach only registers 0–15, and that one
-        // use confined all the accumulators there (spilling the rest).
-        let mut sums = [[[0.0f32; KW]; KR]; R];
-        for r in 0..R {
-            for i in 0..KR {
-                for j in 0..KW {
-                    sums[r][i][j] = horizontal_sum(acc[r][i][j]);
-                }
-            }
-        }
-        for (r, rows) in sums.iter().enumerate() {
-            for (i, row) in rows.iter().enumerate().take(used) {
-                let at = dst.add(r * stride + (i0 + i) * KW);
-                std::ptr::copy_nonoverlapping(row.as_ptr(), at, KW);
-            }
+    }
+    for i in 0..KR {
+        for j in 0..KW {
+            _mm512_storeu_ps(sums[i][j].as_mut_ptr(), acc[i][j][0]);
+            _mm512_storeu_ps(sums[i][j].as_mut_ptr().add(16), acc[i][j][1]);
         }
     }
 }
