@@ -129,6 +129,15 @@ fn take_from<T: Copy>(cache: &Mutex<Cache>, n: usize) -> Option<Vec<T>> {
     Some(unsafe { Vec::from_raw_parts(block.ptr.as_ptr().cast::<T>(), 0, block.bytes / size) })
 }
 
+/// An empty vector with room for `n` values (a recycled block when one
+/// fits), for kernels that write every value through
+/// `spare_capacity_mut` and then `set_len(n)`: no fill pass first.
+pub(crate) fn uninit<T: Copy>(n: usize) -> Vec<T> {
+    let mut v = take(n).unwrap_or_default();
+    v.reserve_exact(n);
+    v
+}
+
 /// `n` copies of `value`, in a recycled buffer when one fits.
 pub(crate) fn filled<T: Copy>(n: usize, value: T) -> Vec<T> {
     match take(n) {

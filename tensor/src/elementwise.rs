@@ -1,6 +1,8 @@
 //! Element-wise operations with NumPy broadcasting, unary maps, scalar
 //! variants, comparisons producing boolean masks, and `where`.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use crate::element::{c, Element, Scalar};
@@ -42,7 +44,7 @@ fn coalesce(shape: &[usize], sa: &[usize], sb: &[usize]) -> (Vec<usize>, Vec<usi
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn inner_loop<A: Copy, B: Copy, C>(
-    out: &mut [C],
+    out: &mut [MaybeUninit<C>],
     a: &[A],
     oa: usize,
     ia: usize,
@@ -57,24 +59,24 @@ fn inner_loop<A: Copy, B: Copy, C>(
         (1, 1) => {
             let (a, b) = (&a[oa..oa + n], &b[ob..ob + n]);
             for i in 0..n {
-                out[i] = f(a[i], b[i]);
+                out[i] = MaybeUninit::new(f(a[i], b[i]));
             }
         }
         (1, 0) => {
             let (a, bv) = (&a[oa..oa + n], b[ob]);
             for i in 0..n {
-                out[i] = f(a[i], bv);
+                out[i] = MaybeUninit::new(f(a[i], bv));
             }
         }
         (0, 1) => {
             let (av, b) = (a[oa], &b[ob..ob + n]);
             for i in 0..n {
-                out[i] = f(av, b[i]);
+                out[i] = MaybeUninit::new(f(av, b[i]));
             }
         }
         _ => {
             for (i, o) in out.iter_mut().enumerate() {
-                *o = f(a[oa + i * ia], b[ob + i * ib]);
+                *o = MaybeUninit::new(f(a[oa + i * ia], b[ob + i * ib]));
             }
         }
     }
@@ -91,15 +93,19 @@ impl<T: Scalar> Tensor<T> {
     ) -> Result<Tensor<V>> {
         if self.shape() == other.shape() {
             let (a, b) = (self.as_slice(), other.as_slice());
-            let mut out = crate::buffers::filled(a.len(), V::default());
-            if a.len() >= PARALLEL_THRESHOLD && rayon::current_num_threads() > 1 {
-                out.par_chunks_mut(CHUNK).enumerate().for_each(|(ci, o)| {
+            let n = a.len();
+            let mut out = crate::buffers::uninit(n);
+            let spare = &mut out.spare_capacity_mut()[..n];
+            if n >= PARALLEL_THRESHOLD && rayon::current_num_threads() > 1 {
+                spare.par_chunks_mut(CHUNK).enumerate().for_each(|(ci, o)| {
                     let s = ci * CHUNK;
                     inner_loop(o, a, s, 1, b, s, 1, &f);
                 });
             } else {
-                inner_loop(&mut out, a, 0, 1, b, 0, 1, &f);
+                inner_loop(spare, a, 0, 1, b, 0, 1, &f);
             }
+            // SAFETY: inner_loop wrote all n values.
+            unsafe { out.set_len(n) };
             return Ok(Tensor::from_parts(out, self.shape().to_vec()));
         }
         let out_shape = broadcast_shapes(op, self.shape(), other.shape())?;
@@ -107,10 +113,11 @@ impl<T: Scalar> Tensor<T> {
         let sa = broadcast_strides(self.shape(), &out_shape);
         let sb = broadcast_strides(other.shape(), &out_shape);
         let (shape, sa, sb) = coalesce(&out_shape, &sa, &sb);
-        let mut out = crate::buffers::filled(n, V::default());
         if n == 0 {
-            return Ok(Tensor::from_parts(out, out_shape));
+            return Ok(Tensor::from_parts(Vec::new(), out_shape));
         }
+        let mut out = crate::buffers::uninit(n);
+        let spare = &mut out.spare_capacity_mut()[..n];
         let rank = shape.len();
         let inner = shape[rank - 1];
         let (ia, ib) = (sa[rank - 1], sb[rank - 1]);
@@ -127,21 +134,26 @@ impl<T: Scalar> Tensor<T> {
             (oa, ob)
         };
         let rows_per_chunk = (CHUNK / inner).max(1);
-        let run = |ci: usize, o: &mut [V]| {
+        let run = |ci: usize, o: &mut [MaybeUninit<V>]| {
             for (j, row) in o.chunks_mut(inner).enumerate() {
                 let (oa, ob) = offsets(ci * rows_per_chunk + j);
                 inner_loop(row, a, oa, ia, b, ob, ib, &f);
             }
         };
         if n >= PARALLEL_THRESHOLD && rayon::current_num_threads() > 1 {
-            out.par_chunks_mut(rows_per_chunk * inner)
+            spare
+                .par_chunks_mut(rows_per_chunk * inner)
                 .enumerate()
                 .for_each(|(ci, o)| run(ci, o));
         } else {
-            out.chunks_mut(rows_per_chunk * inner)
+            spare
+                .chunks_mut(rows_per_chunk * inner)
                 .enumerate()
                 .for_each(|(ci, o)| run(ci, o));
         }
+        // SAFETY: the chunks cover all n values (whole rows of `inner`), and
+        // inner_loop wrote each.
+        unsafe { out.set_len(n) };
         Ok(Tensor::from_parts(out, out_shape))
     }
 

@@ -233,12 +233,17 @@ impl<T: Element> Var<T> {
 
     /// `max(x, 0)`; the derivative at 0 is 0.
     pub fn relu(&self) -> Self {
-        self.unary("relu", self.value().relu(), |x, _| {
-            if x > T::zero() {
-                T::one()
-            } else {
-                T::zero()
-            }
+        let y = self.value().relu();
+        let kept = y.clone();
+        Var::from_op("relu", y, &[self], move |g, _| {
+            // PyTorch's threshold_backward in one pass: the gradient where
+            // the output is positive (exactly where x > 0), else 0.
+            let dx = g.zip_with(
+                &kept,
+                "relu",
+                |g, y| if y > T::zero() { g } else { T::zero() },
+            )?;
+            Ok(vec![Some(dx)])
         })
     }
 
