@@ -1,12 +1,17 @@
 //! 2-D max and average pooling over NCHW batches, with the argmax indices
 //! and adjoints that backward passes need.
 
+#[cfg(target_arch = "x86_64")]
+mod max2x2_avx512;
+
 use rayon::prelude::*;
 
 use crate::element::Element;
 use crate::error::{Error, Result};
 use crate::parallel::PARALLEL_THRESHOLD;
 use crate::shape::checked_numel;
+#[cfg(target_arch = "x86_64")]
+use crate::simd_math::{as_f32, as_f32_mut};
 use crate::Tensor;
 
 /// Window, stride and padding of a 2-D pooling (`[h, w]` pairs).
@@ -197,6 +202,14 @@ impl<T: Element> Tensor<T> {
         let plane_kernel = |pi: usize, vals: &mut [T], args: &mut [usize]| {
             let plane = &x[pi * hw..(pi + 1) * hw];
             if g.p == Pool2dParams::new(2) {
+                #[cfg(target_arch = "x86_64")]
+                if let (Some(p), Some(v)) = (as_f32(plane), as_f32_mut(vals)) {
+                    if crate::gemm_avx512::available() && size_of::<usize>() == 8 {
+                        // SAFETY: 2·oh rows of w ≥ 2·ow values; AVX-512F
+                        // checked; usize is 64 bits.
+                        return unsafe { max2x2_avx512::max_pool_2x2(p, w, oh, ow, v, args) };
+                    }
+                }
                 return max_pool_2x2(plane, w, oh, ow, vals, args);
             }
             for y in 0..oh {

@@ -1259,6 +1259,43 @@ proptest! {
         }
     }
 
+    /// The `f32` 2×2 pooling (a vectorised kernel on AVX-512 CPUs) against
+    /// the definition: the first maximum in row-major window order, the
+    /// first NaN over any number; ties and NaNs on purpose, rows wider
+    /// than one 16-lane step and odd extents.
+    #[test]
+    fn max_pool2d_2x2_f32_matches_the_definition(
+        n in 1usize..=2,
+        c in 1usize..=3,
+        h in 2usize..=12,
+        w in 2usize..=70,
+        nans in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let shape = [n, c, h, w];
+        let x = if nans { tensor_with_nans(&shape, seed) } else { int_tensor(&shape, seed, 3) };
+        let x = x.cast::<f32>();
+        let (vals, idx) = x.max_pool2d(Pool2dParams::new(2))?;
+        let (oh, ow) = (h / 2, w / 2);
+        prop_assert_eq!(vals.shape(), &[n, c, oh, ow]);
+        for plane in 0..n * c {
+            let xp = &x.as_slice()[plane * h * w..(plane + 1) * h * w];
+            for y in 0..oh {
+                for xo in 0..ow {
+                    let mut at = 2 * y * w + 2 * xo;
+                    for k in [2 * y * w + 2 * xo + 1, (2 * y + 1) * w + 2 * xo, (2 * y + 1) * w + 2 * xo + 1] {
+                        if xp[k] > xp[at] || (xp[k].is_nan() && !xp[at].is_nan()) {
+                            at = k;
+                        }
+                    }
+                    let o = (plane * oh + y) * ow + xo;
+                    prop_assert_eq!(idx.as_slice()[o], at, "plane {} ({}, {})", plane, y, xo);
+                    prop_assert_eq!(vals.as_slice()[o].to_bits(), xp[at].to_bits());
+                }
+            }
+        }
+    }
+
     #[test]
     fn avg_pool2d_matches_window_mean(case in pool_case(), include_pad in any::<bool>()) {
         let x = case.input();
