@@ -18,6 +18,8 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
+mod transposed_b;
+
 const MR: usize = 12;
 const NR: usize = 32;
 const KC: usize = 256;
@@ -131,6 +133,11 @@ unsafe fn drive(
     if k == 0 || alpha == 0.0 {
         scale_c(m, n, beta, c, rsc);
         return;
+    }
+    if rsb == 1 && csb != 1 && m <= transposed_b::MAX_ROWS {
+        // B stored transposed and A short (every Linear's x·Wᵀ): broadcast
+        // Bᵀ from its rows instead of transposing it into panels.
+        return transposed_b::run(m, k, n, alpha, a, rsa, csa, b, csb, beta, c, rsc);
     }
     let mut pb = PACK_B.with(|p| std::mem::take(&mut *p.borrow_mut()));
     // Sized for this product, not the largest block: per-thread buffers

@@ -980,6 +980,28 @@ proptest! {
         check_batched_matmul(&[], &[], (m, k, n), tl, tr, seed, 1e-10)?;
     }
 
+    /// The f32 GEMM kernels (AVX-512: packed panels, or `Bᵀ` broadcast
+    /// from its rows when B is stored transposed and A is short) against
+    /// the f64 definition, across k blocks, partial tiles and both storage
+    /// orders of each operand.
+    #[test]
+    fn matmul_f32_matches_the_definition(
+        m in 1usize..=70,
+        k in 1usize..=600,
+        n in 1usize..=70,
+        tl in any::<bool>(),
+        tr in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let (a, b) = (values(m * k, seed), values(k * n, seed ^ 1));
+        let lhs = if tl { Tensor::from_vec(transposed(&a, m, k), &[k, m])? } else { Tensor::from_vec(a.clone(), &[m, k])? };
+        let rhs = if tr { Tensor::from_vec(transposed(&b, k, n), &[n, k])? } else { Tensor::from_vec(b.clone(), &[k, n])? };
+        let got = lhs.cast::<f32>().matmul_t(&rhs.cast::<f32>(), tl, tr)?;
+        prop_assert_eq!(got.shape(), &[m, n]);
+        let (want, scale) = naive_matmul(&a, &b, m, k, n);
+        check_close("matmul f32", got.cast::<f64>().as_slice(), &want, &scale, 1e-5)?;
+    }
+
     #[test]
     fn matmul_batched_broadcasts_batch_axes(
         (ba, bb) in batch_pair(),
@@ -1929,6 +1951,9 @@ fn results_do_not_depend_on_thread_count() {
     let w = Tensor::<f32>::randn_seeded(&[250, 200], 5).unwrap();
     let bias = Tensor::<f32>::randn_seeded(&[250], 6).unwrap();
     same_bits_at_any_thread_count("linear", || a.linear(&w, Some(&bias)).unwrap());
+    // A short batch: x·Wᵀ with Wᵀ broadcast from its rows.
+    let a64 = a.narrow(0, 0, 64).unwrap();
+    same_bits_at_any_thread_count("linear batch 64", || a64.linear(&w, Some(&bias)).unwrap());
 
     let x = Tensor::<f32>::randn_seeded(&[8, 8, 20, 20], 7).unwrap();
     let k = Tensor::<f32>::randn_seeded(&[16, 8, 3, 3], 8).unwrap();
