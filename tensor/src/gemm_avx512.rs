@@ -253,6 +253,11 @@ unsafe fn pack_a(mc: usize, kc: usize, a: *const f32, rsa: isize, csa: isize, ou
         // Row-major A: each panel is a transpose of `MR` contiguous rows.
         return pack_a_rows(mc, kc, a, rsa, out);
     }
+    if rsa == 1 {
+        // Column-major A (a transposed operand, as dYᵀ in a weight
+        // gradient): each step of a panel is MR contiguous values.
+        return pack_a_columns(mc, kc, a, csa, out);
+    }
     for (panel, i0) in (0..mc).step_by(MR).enumerate() {
         let rows = MR.min(mc - i0);
         let dst = &mut out[panel * MR * kc..(panel + 1) * MR * kc];
@@ -265,6 +270,21 @@ unsafe fn pack_a(mc: usize, kc: usize, a: *const f32, rsa: isize, csa: isize, ou
                     0.0
                 };
             }
+        }
+    }
+}
+
+/// [`pack_a`] for a column-major A (`rsa == 1`): one masked 12-lane move
+/// per step, zeros past the last row.
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_a_columns(mc: usize, kc: usize, a: *const f32, csa: isize, out: &mut [f32]) {
+    const KEEP: __mmask16 = (1 << MR) - 1;
+    for (panel, i0) in (0..mc).step_by(MR).enumerate() {
+        let rows = lanes(MR.min(mc - i0));
+        let dst = out[panel * MR * kc..(panel + 1) * MR * kc].as_mut_ptr();
+        for p in 0..kc {
+            let v = _mm512_maskz_loadu_ps(rows, a.offset(p as isize * csa).add(i0));
+            _mm512_mask_storeu_ps(dst.add(p * MR), KEEP, v);
         }
     }
 }
@@ -680,10 +700,10 @@ mod tests {
         out
     }
 
-    /// The transposing packers equal the element-by-element definition on
-    /// every remainder of rows, columns and depth.
+    /// The vector packers equal the element-by-element definition on every
+    /// remainder of rows, columns and depth.
     #[test]
-    fn transposing_packers_match_the_definition() {
+    fn packers_match_the_definition() {
         if !available() {
             return;
         }
@@ -711,6 +731,16 @@ mod tests {
                 got,
                 scalar_pack(NR, rows, depth, &a, lead, 1),
                 "B {depth}×{rows}"
+            );
+            // Column-major A: rows contiguous, columns `rows + 3` apart.
+            let lead = rows + 3;
+            let a: Vec<f32> = (0..depth * lead).map(|v| v as f32 * 0.25 - 3.0).collect();
+            let mut got = vec![f32::NAN; rows.div_ceil(MR) * MR * depth];
+            unsafe { pack_a(rows, depth, a.as_ptr(), 1, lead as isize, &mut got) };
+            assert_eq!(
+                got,
+                scalar_pack(MR, rows, depth, &a, 1, lead),
+                "column-major A {rows}×{depth}"
             );
         }
     }
