@@ -72,7 +72,13 @@ impl Plan {
         let plane = hp.checked_mul(wp)?;
         let panels = g.og().div_ceil(OC);
         let per_image = g.oh.checked_mul(g.ow)?.checked_mul(panels * OC * 4)?;
-        let block = (BLOCK_BYTES / per_image).clamp(1, MAX_BLOCK).min(g.n);
+        // Equal blocks, their count a multiple of 4 where the batch allows,
+        // so two or four threads get the same share (7 blocks of 5 left one
+        // of two threads idle for a seventh of the time). The count depends
+        // on the geometry only, so the sums do not depend on the threads.
+        let largest = (BLOCK_BYTES / per_image).clamp(1, MAX_BLOCK);
+        let blocks = g.n.div_ceil(largest).next_multiple_of(4).min(g.n);
+        let block = g.n.div_ceil(blocks);
         // The block's scratch: padded planes and transposed gradients.
         g.cg()
             .checked_mul(plane)?
