@@ -201,7 +201,8 @@ fn run(
         let xi = &x[ni * in_image..(ni + 1) * in_image];
         f32::with_scratch(flat.padded_len, |padded| {
             for (gi, weights) in packed.iter().enumerate() {
-                pad(flat, g, &xi[gi * g.cg() * g.h * g.w..], padded);
+                // SAFETY: available() was checked (Flat::plan).
+                unsafe { pad(flat, g, &xi[gi * g.cg() * g.h * g.w..], padded) };
                 let planes = &mut y[gi * og * g.oh * g.ow..(gi + 1) * og * g.oh * g.ow];
                 let out = FlatOutput {
                     out: planes.as_mut_ptr().cast(),
@@ -229,7 +230,11 @@ fn run(
 /// Copies one group of one image (`[C/g, H, W]`) into the padded buffer,
 /// writing every value once: zeros around the image rows, the rows
 /// themselves, zeros in the slack (no separate zero fill first).
-fn pad(flat: &Flat, g: &Geometry, x: &[f32], padded: &mut [f32]) {
+///
+/// # Safety
+/// The CPU supports AVX-512F (so the row copy inlines here).
+#[target_feature(enable = "avx512f")]
+unsafe fn pad(flat: &Flat, g: &Geometry, x: &[f32], padded: &mut [f32]) {
     let [ph, pw] = g.p.padding;
     let wp = flat.wp;
     let planes = g.cg() * flat.plane;
@@ -239,8 +244,7 @@ fn pad(flat: &Flat, g: &Geometry, x: &[f32], padded: &mut [f32]) {
         plane[(ph + g.h) * wp..].fill(0.0);
         for r in 0..g.h {
             let row = &mut plane[(r + ph) * wp..(r + ph + 1) * wp];
-            // SAFETY: available() was checked (Flat::plan).
-            unsafe { copy_row_padded(row, &x[(c * g.h + r) * g.w..][..g.w], pw) };
+            copy_row_padded(row, &x[(c * g.h + r) * g.w..][..g.w], pw);
         }
     }
     padded[planes..flat.padded_len].fill(0.0);
@@ -291,7 +295,7 @@ fn multiply(
 /// # Safety
 /// The CPU supports AVX-512F.
 #[target_feature(enable = "avx512f")]
-unsafe fn copy_row_padded(dst: &mut [f32], src: &[f32], pad: usize) {
+pub(super) unsafe fn copy_row_padded(dst: &mut [f32], src: &[f32], pad: usize) {
     use std::arch::x86_64::*;
     let (d, s) = (dst.as_mut_ptr(), src.as_ptr());
     let end = pad + src.len();
