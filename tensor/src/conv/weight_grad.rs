@@ -16,8 +16,9 @@
 //!
 //! Images are summed in blocks whose size depends on the geometry alone;
 //! every weight of a block is one register accumulation in a fixed order
-//! (images, rows, pixels), and blocks are added in order, so the result does
-//! not depend on the thread count.
+//! (images, rows, pixels), blocks are added in order into a fixed number of
+//! partial sums, and those in order, so the result does not depend on the
+//! thread count.
 
 use std::arch::x86_64::*;
 
@@ -36,8 +37,15 @@ const OC: usize = 32;
 /// 2 MiB L2 of current cores: every input channel's pass reads it again).
 const BLOCK_BYTES: usize = 1 << 20;
 
-/// Most images per block (partial sums are added in block order).
+/// Most images per block.
 const MAX_BLOCK: usize = 16;
+
+/// Partial sums kept at once: block `b` is added into partial `b mod LANES`
+/// (blocks in order), then the partials are added in order. A fixed count,
+/// never the thread count, so the bits do not depend on the threads, and
+/// the memory stays `LANES` weight gradients however large the batch (one
+/// partial per block grew with the batch).
+const LANES: usize = 8;
 
 /// The padded layout and the block size for one geometry.
 struct Plan {
@@ -95,8 +103,9 @@ impl Plan {
     }
 }
 
-/// `dw ← ∂L/∂W` (`[O, C/g, kH, kW]`) from the output gradient `dy` and the
-/// input `x` when the method applies; `false` leaves `dw` untouched.
+/// `dw ← ∂L/∂W` (`[O, C/g, kH, kW]`, passed in zeroed) from the output
+/// gradient `dy` and the input `x` when the method applies; `false` leaves
+/// `dw` untouched.
 pub(super) fn weight_grad<T: Element>(dy: &[T], x: &[T], g: &Geometry, dw: &mut [T]) -> bool {
     let (Some(dy), Some(x), Some(dw)) = (as_f32(dy), as_f32(x), as_f32_mut(dw)) else {
         return false;
@@ -107,21 +116,22 @@ pub(super) fn weight_grad<T: Element>(dy: &[T], x: &[T], g: &Geometry, dw: &mut 
     let wlen = dw.len();
     let blocks = g.n.div_ceil(plan.block);
     let threads = rayon::current_num_threads();
+    // `dw` arrives zeroed; each block adds its sums into it or a partial.
     if blocks == 1 {
         block(&plan, g, dy, x, 0, dw, threads > 1);
         return true;
     }
-    let mut partial = vec![0.0f32; blocks * wlen];
+    let lanes = blocks.min(LANES);
+    let mut partial = vec![0.0f32; lanes * wlen];
+    let lane = |(l, part): (usize, &mut [f32])| {
+        for bi in (l..blocks).step_by(lanes) {
+            block(&plan, g, dy, x, bi, part, false);
+        }
+    };
     if threads > 1 {
-        partial
-            .par_chunks_mut(wlen)
-            .enumerate()
-            .for_each(|(bi, part)| block(&plan, g, dy, x, bi, part, false));
+        partial.par_chunks_mut(wlen).enumerate().for_each(lane);
     } else {
-        partial
-            .chunks_mut(wlen)
-            .enumerate()
-            .for_each(|(bi, part)| block(&plan, g, dy, x, bi, part, false));
+        partial.chunks_mut(wlen).enumerate().for_each(lane);
     }
     dw.copy_from_slice(&partial[..wlen]);
     for part in partial.chunks(wlen).skip(1) {
@@ -146,7 +156,7 @@ impl Out {
     }
 }
 
-/// Writes block `bi`'s contribution to every weight into `dw`, optionally
+/// Adds block `bi`'s contribution to every weight into `dw`, optionally
 /// splitting the input channels over threads.
 fn block(plan: &Plan, g: &Geometry, dy: &[f32], x: &[f32], bi: usize, dw: &mut [f32], par: bool) {
     let (cg, og, taps) = (g.cg(), g.og(), g.kh * g.kw);
@@ -338,7 +348,7 @@ unsafe fn channel_grad(a: &Args, row_step: usize, d: &Dest) {
     }
 }
 
-/// Writes the tile's sums for kernel rows `i0..` to their weights.
+/// Adds the tile's sums for kernel rows `i0..` to their weights.
 fn store<const KW: usize>(d: &Dest, i0: usize, sums: &[[[f32; OC]; KW]]) {
     let taps = d.kh * d.kw;
     for (i, row) in sums.iter().enumerate() {
@@ -346,7 +356,7 @@ fn store<const KW: usize>(d: &Dest, i0: usize, sums: &[[[f32; OC]; KW]]) {
             let tap = (i0 + i) * d.kw + j;
             for (l, &v) in lanes.iter().enumerate().take(d.channels) {
                 // SAFETY: (o0 + l < og, c < cg, tap < taps) inside the group.
-                unsafe { *d.dw.add(((d.o0 + l) * d.cg + d.c) * taps + tap) = v };
+                unsafe { *d.dw.add(((d.o0 + l) * d.cg + d.c) * taps + tap) += v };
             }
         }
     }

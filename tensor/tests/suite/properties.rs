@@ -1936,6 +1936,30 @@ fn same_bits_at_any_thread_count<T: anneal_tensor::Element>(
     );
 }
 
+/// The weight gradient is a sum over images: the whole batch (12 image
+/// blocks sharing 8 partial sums) equals its two halves added, up to f32
+/// rounding of sums of ~38k products.
+#[test]
+fn conv_weight_gradient_is_additive_over_the_batch() {
+    let x = Tensor::<f32>::randn_seeded(&[48, 8, 28, 28], 19).unwrap();
+    let dy = Tensor::<f32>::randn_seeded(&[48, 64, 28, 28], 20).unwrap();
+    let p = Conv2dParams::new(1, 1);
+    let whole = dy.conv2d_weight_grad(&x, &[64, 8, 3, 3], p).unwrap();
+    let half = |i: usize| {
+        let (x, dy) = (
+            x.narrow(0, 24 * i, 24).unwrap(),
+            dy.narrow(0, 24 * i, 24).unwrap(),
+        );
+        dy.conv2d_weight_grad(&x, &[64, 8, 3, 3], p).unwrap()
+    };
+    let (a, b) = (half(0), half(1));
+    for ((w, a), b) in whole.as_slice().iter().zip(a.as_slice()).zip(b.as_slice()) {
+        // Each sum has 48·784 terms of size ~1: f32 rounding stays far
+        // below 0.05, while a missing or doubled block would be off by ~50.
+        assert!((w - (a + b)).abs() < 0.05, "{w} vs {a} + {b}");
+    }
+}
+
 #[test]
 fn results_do_not_depend_on_thread_count() {
     let a = Tensor::<f32>::randn_seeded(&[300, 200], 1).unwrap();
@@ -1978,6 +2002,12 @@ fn results_do_not_depend_on_thread_count() {
     let dy16 = Tensor::<f32>::randn_seeded(&[9, 16, 16, 16], 16).unwrap();
     same_bits_at_any_thread_count("conv2d_weight_grad 16×16", || {
         dy16.conv2d_weight_grad(&x16, k.shape(), p).unwrap()
+    });
+    // More image blocks (12) than partial sums (8): blocks share partials.
+    let x48 = Tensor::<f32>::randn_seeded(&[48, 8, 28, 28], 17).unwrap();
+    let dy48 = Tensor::<f32>::randn_seeded(&[48, 64, 28, 28], 18).unwrap();
+    same_bits_at_any_thread_count("conv2d_weight_grad 12 blocks", || {
+        dy48.conv2d_weight_grad(&x48, &[64, 8, 3, 3], p).unwrap()
     });
     let (x16, dy16) = (x16.narrow(0, 0, 3).unwrap(), dy16.narrow(0, 0, 3).unwrap());
     same_bits_at_any_thread_count("conv2d_weight_grad 16×16 N=3", || {
