@@ -352,15 +352,6 @@ fn col2im<T: Element>(col: &[T], g: &Geometry, dx: &mut [T]) {
     }
 }
 
-/// An empty vector with room for `len` values (a recycled block when one
-/// fits), for kernels that write every value.
-#[cfg(target_arch = "x86_64")]
-fn uninit_buffer<T: Element>(len: usize) -> Vec<T> {
-    let mut v = crate::buffers::take(len).unwrap_or_default();
-    v.reserve_exact(len);
-    v
-}
-
 /// Runs `f(image_index, out_image)` for every image, over threads when
 /// there are several images; `f` gets `true` when it may itself thread.
 fn for_each_image<T: Element>(
@@ -449,7 +440,7 @@ impl<T: Element> Tensor<T> {
         #[cfg(target_arch = "x86_64")]
         {
             // The direct method writes every output value: no zero fill.
-            let mut out = uninit_buffer::<T>(len);
+            let mut out = crate::buffers::uninit::<T>(len);
             let bias = bias.map(|b| b.as_slice());
             if direct::forward(x, &g, wt, bias, &mut out.spare_capacity_mut()[..len]) {
                 // SAFETY: forward wrote all `len` values.
@@ -531,7 +522,7 @@ impl<T: Element> Tensor<T> {
         #[cfg(target_arch = "x86_64")]
         {
             // The direct method writes every input-gradient value.
-            let mut dx = uninit_buffer::<T>(len);
+            let mut dx = crate::buffers::uninit::<T>(len);
             if direct::input_grad(dy, &g, wt, &mut dx.spare_capacity_mut()[..len]) {
                 // SAFETY: input_grad wrote all `len` values.
                 unsafe { dx.set_len(len) };

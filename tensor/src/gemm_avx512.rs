@@ -139,19 +139,10 @@ unsafe fn drive(
         // Bᵀ from its rows instead of transposing it into panels.
         return transposed_b::run(m, k, n, alpha, a, rsa, csa, b, csb, beta, c, rsc);
     }
-    let mut pb = PACK_B.with(|p| std::mem::take(&mut *p.borrow_mut()));
-    // Sized for this product, not the largest block: per-thread buffers
-    // persist, so they should not outgrow what the GEMMs actually need.
     // Equal k blocks of at most KC: 784 runs as 4 × 196 rather than
     // 3 × 256 + 16, whose last block pays a full pass over C for 16 steps.
-    let kb = k.div_ceil(k.div_ceil(KC));
-    let need_b = NC.min(n).div_ceil(NR) * NR * kb;
-    if pb.len() < need_b {
-        // A fresh exact-size buffer: `resize` would copy the old contents
-        // and could double the capacity, and these buffers live on.
-        drop(std::mem::take(&mut pb));
-        pb = vec![0.0; need_b];
-    }
+    let kb = k_block(k);
+    let mut pb = take_buffer(&PACK_B, NC.min(n).div_ceil(NR) * NR * kb);
     let (ap, bp, out) = (OutPtr(a as *mut f32), OutPtr(b as *mut f32), OutPtr(c));
     // Row blocks of whole MR panels, at most MC rows each; on the threaded
     // path their count is a multiple of the thread count and their sizes
@@ -193,12 +184,7 @@ unsafe fn drive(
                 let (ap, out) = (ap, out);
                 let (ic, end) = block_rows(blk);
                 let mc = end - ic;
-                let mut pa = PACK_A.with(|p| std::mem::take(&mut *p.borrow_mut()));
-                let need_a = MC.min(m).div_ceil(MR) * MR * kb;
-                if pa.len() < need_a {
-                    drop(std::mem::take(&mut pa));
-                    pa = vec![0.0; need_a];
-                }
+                let mut pa = take_buffer(&PACK_A, MC.min(m).div_ceil(MR) * MR * kb);
                 // SAFETY: rows ic..ic+mc of A and C belong to this block only.
                 unsafe {
                     pack_a(
@@ -230,6 +216,25 @@ unsafe fn drive(
         }
     }
     PACK_B.with(|p| *p.borrow_mut() = pb);
+}
+
+/// The k block length: equal blocks of at most `KC`.
+fn k_block(k: usize) -> usize {
+    k.div_ceil(k.div_ceil(KC))
+}
+
+/// This thread's packing buffer from `cell`, at least `need` long (put it
+/// back when done). Sized for the product at hand, not the largest block:
+/// the buffers persist, so they should not outgrow what the GEMMs need;
+/// a fresh exact-size allocation, because `resize` would copy the old
+/// contents and could double the capacity.
+fn take_buffer(cell: &'static std::thread::LocalKey<RefCell<Vec<f32>>>, need: usize) -> Vec<f32> {
+    let mut buf = cell.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    if buf.len() < need {
+        drop(std::mem::take(&mut buf));
+        buf = vec![0.0; need];
+    }
+    buf
 }
 
 /// Rows of A per parallel block: the threaded path needs at least two.

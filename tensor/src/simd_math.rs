@@ -67,6 +67,18 @@ pub(crate) fn as_f32_mut<T: 'static>(x: &mut [T]) -> Option<&mut [f32]> {
     }
 }
 
+/// `x` viewed as (possibly uninitialised) `f32` storage when `T` is `f32`.
+pub(crate) fn as_f32_uninit<T: 'static>(
+    x: &mut [std::mem::MaybeUninit<T>],
+) -> Option<&mut [std::mem::MaybeUninit<f32>]> {
+    if TypeId::of::<T>() == TypeId::of::<f32>() {
+        // SAFETY: `T` is `f32`, so the layouts are identical.
+        Some(unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr().cast(), x.len()) })
+    } else {
+        None
+    }
+}
+
 /// Whether the AVX-512 path runs on this CPU.
 #[inline]
 fn vector_path() -> bool {

@@ -9,7 +9,6 @@
 //! gradient of a stride-1 convolution is itself one (the output gradient
 //! correlated with the flipped, transposed weight), so it takes this path too.
 
-use std::any::TypeId;
 use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
@@ -17,7 +16,7 @@ use rayon::prelude::*;
 use super::{Conv2dParams, Geometry};
 use crate::element::Element;
 use crate::gemm_avx512::{available, conv_flat, lanes, pack_weights, FlatOutput, FLAT_TILE};
-use crate::simd_math::as_f32;
+use crate::simd_math::{as_f32, as_f32_uninit};
 
 /// The padded layout of one group of one image and its tap offsets.
 struct Flat {
@@ -168,16 +167,6 @@ pub(super) fn input_grad<T: Element>(
     true
 }
 
-/// `x` viewed as `f32` storage when `T` is `f32`.
-fn as_f32_uninit<T: 'static>(x: &mut [MaybeUninit<T>]) -> Option<&mut [MaybeUninit<f32>]> {
-    if TypeId::of::<T>() == TypeId::of::<f32>() {
-        // SAFETY: `T` is `f32`, so the layouts are identical.
-        Some(unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr().cast(), x.len()) })
-    } else {
-        None
-    }
-}
-
 /// Runs the direct method image by image (over threads when there are
 /// several images, else over column tiles). Every value of `out` is
 /// written (each tile stores all its valid pixels for every channel), so
@@ -228,26 +217,43 @@ fn run(
 }
 
 /// Copies one group of one image (`[C/g, H, W]`) into the padded buffer,
-/// writing every value once: zeros around the image rows, the rows
-/// themselves, zeros in the slack (no separate zero fill first).
+/// writing every value once: the padded planes, then zeros in the slack
+/// (no separate zero fill first).
+///
+/// # Safety
+/// The CPU supports AVX-512F.
+#[target_feature(enable = "avx512f")]
+unsafe fn pad(flat: &Flat, g: &Geometry, x: &[f32], padded: &mut [f32]) {
+    let planes = g.cg() * flat.plane;
+    pad_planes(g, flat.wp, flat.plane, x, &mut padded[..planes]);
+    padded[planes..flat.padded_len].fill(0.0);
+}
+
+/// Writes the `C/g` zero-padded planes (`plane` values each, rows `wp`
+/// apart) of one group of one image (`[C/g, H, W]`): zero rows above and
+/// below, each image row with its zero margins, every value once. Shared
+/// with the weight gradient, whose padded planes have the same layout.
 ///
 /// # Safety
 /// The CPU supports AVX-512F (so the row copy inlines here).
 #[target_feature(enable = "avx512f")]
-unsafe fn pad(flat: &Flat, g: &Geometry, x: &[f32], padded: &mut [f32]) {
+pub(super) unsafe fn pad_planes(
+    g: &Geometry,
+    wp: usize,
+    plane: usize,
+    x: &[f32],
+    padded: &mut [f32],
+) {
     let [ph, pw] = g.p.padding;
-    let wp = flat.wp;
-    let planes = g.cg() * flat.plane;
     for c in 0..g.cg() {
-        let plane = &mut padded[c * flat.plane..(c + 1) * flat.plane];
-        plane[..ph * wp].fill(0.0);
-        plane[(ph + g.h) * wp..].fill(0.0);
+        let p = &mut padded[c * plane..(c + 1) * plane];
+        p[..ph * wp].fill(0.0);
+        p[(ph + g.h) * wp..].fill(0.0);
         for r in 0..g.h {
-            let row = &mut plane[(r + ph) * wp..(r + ph + 1) * wp];
+            let row = &mut p[(r + ph) * wp..(r + ph + 1) * wp];
             copy_row_padded(row, &x[(c * g.h + r) * g.w..][..g.w], pw);
         }
     }
-    padded[planes..flat.padded_len].fill(0.0);
 }
 
 /// The convolution of one padded group into `out`, optionally with its
@@ -295,7 +301,7 @@ fn multiply(
 /// # Safety
 /// The CPU supports AVX-512F.
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn copy_row_padded(dst: &mut [f32], src: &[f32], pad: usize) {
+unsafe fn copy_row_padded(dst: &mut [f32], src: &[f32], pad: usize) {
     use std::arch::x86_64::*;
     let (d, s) = (dst.as_mut_ptr(), src.as_ptr());
     let end = pad + src.len();

@@ -24,7 +24,7 @@ use std::arch::x86_64::*;
 
 use rayon::prelude::*;
 
-use super::direct::copy_row_padded;
+use super::direct::pad_planes;
 use super::Geometry;
 use crate::element::Element;
 use crate::gemm_avx512::{available, lanes, transpose16};
@@ -173,9 +173,10 @@ fn block(plan: &Plan, g: &Geometry, dy: &[f32], x: &[f32], bi: usize, dw: &mut [
                 let src = &x[(n0 + n) * in_image + gi * cg * g.h * g.w..];
                 // SAFETY: available() was checked (Plan::new).
                 unsafe {
-                    fill_padded(
-                        plan,
+                    pad_planes(
                         g,
+                        plan.wp,
+                        plan.plane,
                         src,
                         &mut padded[n * padded_image..][..padded_image],
                     )
@@ -228,26 +229,6 @@ fn block(plan: &Plan, g: &Geometry, dy: &[f32], x: &[f32], bi: usize, dw: &mut [
             }
         }
     });
-}
-
-/// Copies one group of one image (`[C/g, H, W]`) into its padded planes,
-/// every value written once (zero rows above and below, each image row
-/// with its zero margins).
-///
-/// # Safety
-/// The CPU supports AVX-512F (so the row copy inlines here).
-#[target_feature(enable = "avx512f")]
-unsafe fn fill_padded(plan: &Plan, g: &Geometry, x: &[f32], padded: &mut [f32]) {
-    let [ph, pw] = g.p.padding;
-    for c in 0..g.cg() {
-        let plane = &mut padded[c * plan.plane..(c + 1) * plan.plane];
-        plane[..ph * plan.wp].fill(0.0);
-        plane[(ph + g.h) * plan.wp..].fill(0.0);
-        for r in 0..g.h {
-            let row = &mut plane[(r + ph) * plan.wp..(r + ph + 1) * plan.wp];
-            copy_row_padded(row, &x[(c * g.h + r) * g.w..][..g.w], pw);
-        }
-    }
 }
 
 /// Transposes `og` output-gradient rows of `ohw` pixels into panels of

@@ -11,7 +11,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{lanes, pack_b, transpose16, KC, MR, NR, PACK_B};
+use super::{k_block, pack_b, take_buffer, transpose16, Dense, Tile, KC, MR, NR, PACK_B};
 
 /// Use this path for at most this many rows of A: `Aᵀ`'s packed panels stay
 /// small and `Bᵀ` is streamed once per panel.
@@ -38,13 +38,8 @@ pub(super) unsafe fn run(
     c: *mut f32,
     rsc: isize,
 ) {
-    let kb = k.div_ceil(k.div_ceil(KC));
-    let panels = m.div_ceil(NR);
-    let mut pa = PACK_B.with(|p| std::mem::take(&mut *p.borrow_mut()));
-    if pa.len() < panels * NR * kb {
-        drop(std::mem::take(&mut pa));
-        pa = vec![0.0; panels * NR * kb];
-    }
+    let kb = k_block(k);
+    let mut pa = take_buffer(&PACK_B, m.div_ceil(NR) * NR * kb);
     // The last, short group of Bᵀ rows is copied here (zero rows after it)
     // so that the kernel never reads past Bᵀ.
     let mut tail = [0.0f32; MR * KC];
@@ -132,22 +127,24 @@ unsafe fn kernel<const R: usize>(
         }
     }
     // acc[i][h] holds C[16h + l][i] in lane l: a 16×16 transpose per half
-    // turns it into rows of C.
-    let (alpha, beta) = (_mm512_set1_ps(out.alpha), _mm512_set1_ps(out.beta));
-    let cols = lanes(out.cols);
+    // turns it into rows of C, stored through the packed path's tile (its
+    // second half masked off: a row here has at most MR ≤ 16 columns).
+    let zero = _mm512_setzero_ps();
     for h in 0..2 {
-        let mut v = [_mm512_setzero_ps(); 16];
+        let mut v = [zero; 16];
         for (vi, row) in v.iter_mut().zip(&acc) {
             *vi = row[h];
         }
         transpose16(&mut v);
+        let tile = Dense::new(
+            out.c.wrapping_offset(16 * h as isize * out.rsc),
+            out.rsc,
+            out.alpha,
+            out.beta,
+            out.cols,
+        );
         for (l, row) in v.iter().enumerate().take(out.rows.saturating_sub(16 * h)) {
-            let dst = out.c.offset((16 * h + l) as isize * out.rsc);
-            let mut r = _mm512_mul_ps(*row, alpha);
-            if out.beta != 0.0 {
-                r = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(cols, dst), beta, r);
-            }
-            _mm512_mask_storeu_ps(dst, cols, r);
+            tile.store(l, *row, zero);
         }
     }
 }
