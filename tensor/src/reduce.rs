@@ -59,22 +59,79 @@ impl Fold {
 /// more accurate than one running sum for long runs.
 #[inline]
 fn fold_contiguous<T: Element>(x: &[T], fold: Fold) -> T {
-    let mut acc = [fold.init::<T>(); 8];
-    let chunks = x.chunks_exact(8);
-    let rest = chunks.remainder();
-    for ch in chunks {
-        for i in 0..8 {
-            acc[i] = fold.apply(acc[i], ch[i]);
+    let [acc] = lane_folds([x], fold);
+    finish_lanes(acc, x, fold)
+}
+
+/// [`fold_contiguous`] of four runs of equal length at once, bit for bit:
+/// each run still has its own 8 accumulators in the same order, but four
+/// independent chains keep the adder busy where one chain waits on each
+/// add's latency (~4× the throughput on long runs).
+fn fold_contiguous4<T: Element>(runs: [&[T]; 4], fold: Fold) -> [T; 4] {
+    let accs = lane_folds(runs, fold);
+    std::array::from_fn(|i| finish_lanes(accs[i], runs[i], fold))
+}
+
+/// The 8 lane accumulators of each run's whole chunks of 8 (lane `i` folds
+/// elements `8j + i` in order); the runs must have equal lengths. `fold`
+/// is matched once, outside the loop, so each body vectorises.
+#[inline(always)]
+fn lane_folds<T: Element, const R: usize>(runs: [&[T]; R], fold: Fold) -> [[T; 8]; R] {
+    match fold {
+        Fold::Sum => lane_folds_with(runs, T::zero(), |a, x| a + x),
+        Fold::Max => lane_folds_with(runs, T::neg_infinity(), |a, x| Fold::Max.apply(a, x)),
+        Fold::Min => lane_folds_with(runs, T::infinity(), |a, x| Fold::Min.apply(a, x)),
+    }
+}
+
+#[inline(always)]
+fn lane_folds_with<T: Copy, const R: usize>(
+    runs: [&[T]; R],
+    init: T,
+    f: impl Fn(T, T) -> T,
+) -> [[T; 8]; R] {
+    let chunks = runs[0].len() / 8;
+    let runs = runs.map(|r| &r[..chunks * 8]);
+    let mut acc = [[init; 8]; R];
+    for j in 0..chunks {
+        for (acc, run) in acc.iter_mut().zip(runs) {
+            let ch: &[T; 8] = run[j * 8..j * 8 + 8].try_into().expect("a chunk of 8");
+            for i in 0..8 {
+                acc[i] = f(acc[i], ch[i]);
+            }
         }
     }
+    acc
+}
+
+/// Folds the tail past `x`'s whole chunks of 8 and combines it with the
+/// lane accumulators in a fixed pairwise order.
+#[inline(always)]
+fn finish_lanes<T: Element>(acc: [T; 8], x: &[T], fold: Fold) -> T {
     let mut r = fold.init::<T>();
-    for &x in rest {
+    for &x in &x[x.len() / 8 * 8..] {
         r = fold.apply(r, x);
     }
-    // Fixed pairwise combination order.
     let a = fold.apply(fold.apply(acc[0], acc[4]), fold.apply(acc[2], acc[6]));
     let b = fold.apply(fold.apply(acc[1], acc[5]), fold.apply(acc[3], acc[7]));
     fold.apply(fold.apply(a, b), r)
+}
+
+/// [`fold_contiguous`] of each `len`-long run of `x` in order (the last may
+/// be shorter), four runs at a time.
+fn fold_runs<T: Element>(x: &[T], len: usize, fold: Fold, out: &mut [T]) {
+    for (o, group) in out.chunks_mut(4).zip(x.chunks(4 * len)) {
+        if o.len() == 4 && group.len() == 4 * len {
+            let (a, rest) = group.split_at(len);
+            let (b, rest) = rest.split_at(len);
+            let (c, d) = rest.split_at(len);
+            o.copy_from_slice(&fold_contiguous4([a, b, c, d], fold));
+        } else {
+            for (o, run) in o.iter_mut().zip(group.chunks(len)) {
+                *o = fold_contiguous(run, fold);
+            }
+        }
+    }
 }
 
 /// One `[a, r, b] → [a, b]` pass.
@@ -91,22 +148,22 @@ fn reduce_pass<T: Element>(x: &[T], a: usize, r: usize, b: usize, fold: Fold) ->
             // are threads), then combined in order. The blocking depends on
             // the length alone, so every thread count gives the same bits.
             const BLOCK: usize = 1 << 14;
-            let partials: Vec<T> = if parallel {
-                x.par_chunks(BLOCK)
-                    .map(|c| fold_contiguous(c, fold))
-                    .collect()
+            let mut partials = vec![fold.init::<T>(); x.len().div_ceil(BLOCK)];
+            if parallel {
+                partials
+                    .par_chunks_mut(4)
+                    .zip(x.par_chunks(4 * BLOCK))
+                    .for_each(|(o, xs)| fold_runs(xs, BLOCK, fold, o));
             } else {
-                x.chunks(BLOCK).map(|c| fold_contiguous(c, fold)).collect()
-            };
+                fold_runs(x, BLOCK, fold, &mut partials);
+            }
             out[0] = fold_contiguous(&partials, fold);
         } else if parallel {
-            out.par_iter_mut()
-                .zip(x.par_chunks(r))
-                .for_each(|(o, row)| *o = fold_contiguous(row, fold));
+            out.par_chunks_mut(4)
+                .zip(x.par_chunks(4 * r))
+                .for_each(|(o, rows)| fold_runs(rows, r, fold, o));
         } else {
-            out.iter_mut()
-                .zip(x.chunks(r))
-                .for_each(|(o, row)| *o = fold_contiguous(row, fold));
+            fold_runs(x, r, fold, &mut out);
         }
         return out;
     }
@@ -487,5 +544,57 @@ mod tests {
         assert_eq!(g.sum_to_shape(&[3, 1]).unwrap().to_vec(), vec![8., 8., 8.]);
         assert_eq!(g.sum_to_shape(&[]).unwrap().to_vec(), vec![24.]);
         assert!(g.sum_to_shape(&[5]).is_err());
+    }
+
+    /// The four-run fold gives each run exactly what the one-run fold gives
+    /// (so grouping runs changes no bits), and that is the 8-lane
+    /// definition: lane `i` folds elements `8j + i` in order, the tail
+    /// separately, then the fixed pairwise combination.
+    #[test]
+    fn four_run_fold_equals_the_one_run_fold_and_its_definition() {
+        let value = |i: usize| {
+            let v = ((i * 7919) % 1013) as f32 * 0.37 - 150.0;
+            if i % 97 == 5 {
+                f32::NAN
+            } else {
+                v * (1.0 + i as f32 * 1e-3)
+            }
+        };
+        for fold in [Fold::Sum, Fold::Max, Fold::Min] {
+            for len in [0usize, 1, 7, 8, 9, 23, 64, 100] {
+                let xs: Vec<f32> = (0..4 * len).map(value).collect();
+                let runs: Vec<&[f32]> = xs.chunks(len.max(1)).collect();
+                let runs: [&[f32]; 4] = if len == 0 {
+                    [&[]; 4]
+                } else {
+                    [runs[0], runs[1], runs[2], runs[3]]
+                };
+                let four = fold_contiguous4(runs, fold);
+                for (r, run) in runs.iter().enumerate() {
+                    let one = fold_contiguous(run, fold);
+                    let mut lanes = [fold.init::<f32>(); 8];
+                    let whole = run.len() / 8 * 8;
+                    for (j, &v) in run[..whole].iter().enumerate() {
+                        lanes[j % 8] = fold.apply(lanes[j % 8], v);
+                    }
+                    let tail = run[whole..].iter().fold(fold.init::<f32>(), |a, &v| fold.apply(a, v));
+                    let l = lanes;
+                    let a = fold.apply(fold.apply(l[0], l[4]), fold.apply(l[2], l[6]));
+                    let b = fold.apply(fold.apply(l[1], l[5]), fold.apply(l[3], l[7]));
+                    let want = fold.apply(fold.apply(a, b), tail);
+                    assert_eq!(four[r].to_bits(), one.to_bits(), "len {len} run {r}");
+                    assert_eq!(one.to_bits(), want.to_bits(), "len {len} run {r}");
+                }
+                // Grouped runs with a short last one, as reduce_pass uses them.
+                if len > 0 {
+                    let xs: Vec<f32> = (0..9 * len + 3).map(value).collect();
+                    let mut out = vec![0.0f32; xs.len().div_ceil(len)];
+                    fold_runs(&xs, len, fold, &mut out);
+                    for (o, run) in out.iter().zip(xs.chunks(len)) {
+                        assert_eq!(o.to_bits(), fold_contiguous(run, fold).to_bits());
+                    }
+                }
+            }
+        }
     }
 }
