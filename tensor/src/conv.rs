@@ -9,9 +9,9 @@
 //! unpadded convolutions skip the lowering. Stride-1 `f32` convolutions on
 //! AVX-512 CPUs skip it too, forward and input gradient alike: the kernel
 //! reads the lowered rows straight from a zero-padded copy of the image
-//! ([`direct`]), and their weight gradient is computed as dot products of
-//! output-gradient rows with shifted input rows ([`weight_grad`]). Images
-//! are spread over threads.
+//! ([`direct`]), and their weight gradient is accumulated as outer products
+//! of each pixel's output-gradient channels with the shifted input values
+//! of every tap ([`weight_grad`]). Images are spread over threads.
 
 #[cfg(target_arch = "x86_64")]
 mod direct;

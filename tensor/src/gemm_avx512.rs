@@ -202,7 +202,14 @@ unsafe fn drive(
                             let mr = MR.min(mc - ir);
                             let cp = out.0.offset((ic + ir) as isize * rsc + (jc + jr) as isize);
                             let tile = Dense::new(cp, rsc, alpha, beta_here, nr);
-                            kernel_rows(kc, pa.as_ptr().add(ir * kc), &Packed(bp), &tile, mr);
+                            kernel_rows(
+                                kc,
+                                pa.as_ptr().add(ir * kc),
+                                &Packed(bp),
+                                &Zero,
+                                &tile,
+                                mr,
+                            );
                         }
                     }
                 }
@@ -545,29 +552,80 @@ impl Tile for Compact {
     }
 }
 
-/// Runs the smallest of the 4-, 8- and 12-row kernels that covers `mr`
-/// rows, so a short last panel (64 = 5·12 + 4) does not pay for 12.
-#[inline(always)]
-unsafe fn kernel_rows<B: BRows, C: Tile>(k: usize, a: *const f32, b: &B, c: &C, mr: usize) {
-    match mr {
-        0..=4 => kernel::<4, B, C>(k, a, b, c, mr),
-        5..=8 => kernel::<8, B, C>(k, a, b, c, mr),
-        _ => kernel::<MR, B, C>(k, a, b, c, mr),
+/// What a tile's accumulators start from.
+trait Start {
+    /// The two 16-lane halves of row `i`'s starting sums.
+    unsafe fn row(&self, i: usize) -> (__m512, __m512);
+}
+
+/// Sums start at zero.
+struct Zero;
+
+impl Start for Zero {
+    #[inline(always)]
+    unsafe fn row(&self, _i: usize) -> (__m512, __m512) {
+        (_mm512_setzero_ps(), _mm512_setzero_ps())
     }
 }
 
-/// `acc ← Ã·B` for one `R × NR` tile (`Ã` a packed `MR`-row panel whose
-/// first `R` rows are used), then its first `mr ≤ R` rows go to `c`.
-#[target_feature(enable = "avx512f")]
-unsafe fn kernel<const R: usize, B: BRows, C: Tile>(
+/// Sums continue from an earlier k block's, stored by [`Raw`] (`NR` values
+/// per row): the same additions in the same order as one longer loop.
+struct Resume(*const f32);
+
+impl Start for Resume {
+    #[inline(always)]
+    unsafe fn row(&self, i: usize) -> (__m512, __m512) {
+        let row = self.0.add(i * NR);
+        (_mm512_loadu_ps(row), _mm512_loadu_ps(row.add(16)))
+    }
+}
+
+/// A tile's unfinished sums, `NR` values per row, for [`Resume`].
+struct Raw(*mut f32);
+
+impl Tile for Raw {
+    #[inline(always)]
+    unsafe fn store(&self, i: usize, lo: __m512, hi: __m512) {
+        let row = self.0.add(i * NR);
+        _mm512_storeu_ps(row, lo);
+        _mm512_storeu_ps(row.add(16), hi);
+    }
+}
+
+/// Runs the smallest of the 4-, 8- and 12-row kernels that covers `mr`
+/// rows, so a short last panel (64 = 5·12 + 4) does not pay for 12.
+#[inline(always)]
+unsafe fn kernel_rows<B: BRows, S: Start, C: Tile>(
     k: usize,
     a: *const f32,
     b: &B,
+    start: &S,
+    c: &C,
+    mr: usize,
+) {
+    match mr {
+        0..=4 => kernel::<4, B, S, C>(k, a, b, start, c, mr),
+        5..=8 => kernel::<8, B, S, C>(k, a, b, start, c, mr),
+        _ => kernel::<MR, B, S, C>(k, a, b, start, c, mr),
+    }
+}
+
+/// `acc ← start + Ã·B` for one `R × NR` tile (`Ã` a packed `MR`-row panel
+/// whose first `R` rows are used), then its first `mr ≤ R` rows go to `c`.
+#[target_feature(enable = "avx512f")]
+unsafe fn kernel<const R: usize, B: BRows, S: Start, C: Tile>(
+    k: usize,
+    a: *const f32,
+    b: &B,
+    start: &S,
     c: &C,
     mr: usize,
 ) {
     c.prefetch(mr);
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
+    for (i, row) in acc.iter_mut().enumerate() {
+        (row[0], row[1]) = start.row(i);
+    }
     for p in 0..k {
         let bp = b.row(p);
         let b0 = _mm512_loadu_ps(bp);
@@ -583,6 +641,9 @@ unsafe fn kernel<const R: usize, B: BRows, C: Tile>(
         c.store(i, row[0], row[1]);
     }
 }
+
+/// Most taps per k block of [`conv_flat`]: 36 KiB of a tile's B rows.
+const CONV_KC: usize = 288;
 
 /// Columns of output one flat-convolution tile computes.
 pub(crate) const FLAT_TILE: usize = NR;
@@ -638,6 +699,12 @@ pub(crate) unsafe fn conv_flat(
     out: FlatOutput,
 ) {
     let k = offsets.len();
+    // Equal k blocks of at most CONV_KC taps: B is read in place, so a
+    // tile's rows for one block (CONV_KC × 128 bytes) must stay in L1 while
+    // every panel of A passes over them; the sums of all panels wait in
+    // `partial` between blocks.
+    let kb = k.div_ceil(k.div_ceil(CONV_KC));
+    let mut partial = vec![0.0f32; m.div_ceil(MR) * MR * NR];
     for t in tiles {
         let n0 = t * NR;
         let mut valid = 0u32;
@@ -648,29 +715,34 @@ pub(crate) unsafe fn conv_flat(
         }
         let (lo, hi) = (valid as __mmask16, (valid >> 16) as __mmask16);
         let (lo_count, hi_count) = (lo.count_ones() as usize, hi.count_ones() as usize);
-        let b = Offsets {
-            base: base.add(n0),
-            offsets,
-        };
-        for (panel, i0) in (0..m).step_by(MR).enumerate() {
-            let tile = Compact {
-                out: out.out.add(i0 * out.plane),
-                plane: out.plane,
-                start: n0 / out.wp * out.ow + (n0 % out.wp).min(out.ow),
-                lo,
-                hi,
-                lo_count,
-                lo_store: lanes(lo_count),
-                hi_store: lanes(hi_count),
-                bias: out.bias.map(|b| b.add(i0)),
+        for k0 in (0..k).step_by(kb) {
+            let k1 = (k0 + kb).min(k);
+            let b = Offsets {
+                base: base.add(n0),
+                offsets: &offsets[k0..k1],
             };
-            kernel_rows(
-                k,
-                weights.as_ptr().add(panel * MR * k),
-                &b,
-                &tile,
-                MR.min(m - i0),
-            );
+            for (panel, i0) in (0..m).step_by(MR).enumerate() {
+                let w = weights.as_ptr().add(panel * MR * k + k0 * MR);
+                let sums = partial.as_mut_ptr().add(panel * MR * NR);
+                let mr = MR.min(m - i0);
+                let tile = Compact {
+                    out: out.out.add(i0 * out.plane),
+                    plane: out.plane,
+                    start: n0 / out.wp * out.ow + (n0 % out.wp).min(out.ow),
+                    lo,
+                    hi,
+                    lo_count,
+                    lo_store: lanes(lo_count),
+                    hi_store: lanes(hi_count),
+                    bias: out.bias.map(|b| b.add(i0)),
+                };
+                match (k0 == 0, k1 == k) {
+                    (true, true) => kernel_rows(k1 - k0, w, &b, &Zero, &tile, mr),
+                    (true, false) => kernel_rows(k1 - k0, w, &b, &Zero, &Raw(sums), mr),
+                    (false, false) => kernel_rows(k1 - k0, w, &b, &Resume(sums), &Raw(sums), mr),
+                    (false, true) => kernel_rows(k1 - k0, w, &b, &Resume(sums), &tile, mr),
+                }
+            }
         }
     }
 }

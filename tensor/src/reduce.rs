@@ -577,7 +577,9 @@ mod tests {
                     for (j, &v) in run[..whole].iter().enumerate() {
                         lanes[j % 8] = fold.apply(lanes[j % 8], v);
                     }
-                    let tail = run[whole..].iter().fold(fold.init::<f32>(), |a, &v| fold.apply(a, v));
+                    let tail = run[whole..]
+                        .iter()
+                        .fold(fold.init::<f32>(), |a, &v| fold.apply(a, v));
                     let l = lanes;
                     let a = fold.apply(fold.apply(l[0], l[4]), fold.apply(l[2], l[6]));
                     let b = fold.apply(fold.apply(l[1], l[5]), fold.apply(l[3], l[7]));
