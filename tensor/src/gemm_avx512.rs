@@ -363,6 +363,9 @@ unsafe fn pack_b(kc: usize, nc: usize, b: *const f32, rsb: isize, csb: isize, ou
         // Column-major B (a transposed operand): transpose 16×16 blocks.
         return pack_b_columns(kc, nc, b, csb, out);
     }
+    if csb == 1 {
+        return pack_b_rows(kc, nc, b, rsb, out);
+    }
     for (panel, j0) in (0..nc).step_by(NR).enumerate() {
         let cols = NR.min(nc - j0);
         let dst = &mut out[panel * NR * kc..(panel + 1) * NR * kc];
@@ -380,6 +383,24 @@ unsafe fn pack_b(kc: usize, nc: usize, b: *const f32, rsb: isize, csb: isize, ou
                     };
                 }
             }
+        }
+    }
+}
+
+/// [`pack_b`] for a row-major B (`csb == 1`): row by row, each row's `nc`
+/// values read once, in order, and dealt out to the panels (reading one
+/// panel's `kc` rows after another touches a new page per row; 4.0 → 3.0 %
+/// of a 1024³ product's profile).
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_b_rows(kc: usize, nc: usize, b: *const f32, rsb: isize, out: &mut [f32]) {
+    let dst = out.as_mut_ptr();
+    for p in 0..kc {
+        let src = b.offset(p as isize * rsb);
+        for (panel, j0) in (0..nc).step_by(NR).enumerate() {
+            let (lo, hi) = (lanes(nc - j0), lanes((nc - j0).saturating_sub(16)));
+            let d = dst.add((panel * kc + p) * NR);
+            _mm512_storeu_ps(d, _mm512_maskz_loadu_ps(lo, src.add(j0)));
+            _mm512_storeu_ps(d.add(16), _mm512_maskz_loadu_ps(hi, src.add(j0 + 16)));
         }
     }
 }
@@ -808,6 +829,16 @@ mod tests {
                 got,
                 scalar_pack(NR, rows, depth, &a, lead, 1),
                 "B {depth}×{rows}"
+            );
+            // Row-major B: `depth` rows of `rows` columns, `rows + 5` apart.
+            let ldb = rows + 5;
+            let mut got = vec![f32::NAN; rows.div_ceil(NR) * NR * depth];
+            let b: Vec<f32> = (0..depth * ldb).map(|v| v as f32 * 0.5 - 7.0).collect();
+            unsafe { pack_b(depth, rows, b.as_ptr(), ldb as isize, 1, &mut got) };
+            assert_eq!(
+                got,
+                scalar_pack(NR, rows, depth, &b, 1, ldb),
+                "row-major B {depth}×{rows}"
             );
             // Column-major A: rows contiguous, columns `rows + 3` apart.
             let lead = rows + 3;
