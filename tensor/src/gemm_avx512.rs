@@ -434,8 +434,12 @@ unsafe fn pack_b_columns(kc: usize, nc: usize, b: *const f32, csb: isize, out: &
 
 /// Where the micro-kernel finds row `p` of its `k × NR` slice of B.
 trait BRows {
-    /// Pointer to the `NR` values of row `p`.
-    unsafe fn row(&self, p: usize) -> *const f32;
+    /// The kernel's k loop is unrolled by this (which must divide `k`), so
+    /// [`BRows::load`] learns `p mod UNROLL` as a constant.
+    const UNROLL: usize = 1;
+
+    /// The two 16-lane halves of row `p`, with `u = p mod UNROLL`.
+    unsafe fn load(&self, p: usize, u: usize) -> (__m512, __m512);
 }
 
 /// A packed `KC × NR` micro-panel: rows `NR` apart.
@@ -443,8 +447,9 @@ struct Packed(*const f32);
 
 impl BRows for Packed {
     #[inline(always)]
-    unsafe fn row(&self, p: usize) -> *const f32 {
-        self.0.add(p * NR)
+    unsafe fn load(&self, p: usize, _u: usize) -> (__m512, __m512) {
+        let row = self.0.add(p * NR);
+        (_mm512_loadu_ps(row), _mm512_loadu_ps(row.add(16)))
     }
 }
 
@@ -456,8 +461,35 @@ struct Offsets<'a> {
 
 impl BRows for Offsets<'_> {
     #[inline(always)]
-    unsafe fn row(&self, p: usize) -> *const f32 {
-        self.base.add(*self.offsets.get_unchecked(p))
+    unsafe fn load(&self, p: usize, _u: usize) -> (__m512, __m512) {
+        let row = self.base.add(*self.offsets.get_unchecked(p));
+        (_mm512_loadu_ps(row), _mm512_loadu_ps(row.add(16)))
+    }
+}
+
+/// Rows read in place from an image padded only above and below (rows
+/// exactly `W` long, see [`conv_same`]): a tile's columns are consecutive
+/// pixels, and the lanes whose tap column falls in the left or right
+/// padding are masked to zero. Taps are ordered `(c, i, j)`, so row `p`'s
+/// tap column is `p mod KW`, a constant of the unrolled loop.
+struct SameRows<'a, const KW: usize> {
+    base: *const f32,
+    offsets: &'a [usize],
+    masks: [[__mmask16; 2]; KW],
+}
+
+impl<const KW: usize> BRows for SameRows<'_, KW> {
+    const UNROLL: usize = KW;
+
+    #[inline(always)]
+    unsafe fn load(&self, p: usize, u: usize) -> (__m512, __m512) {
+        // Masked-off lanes are never read (and never fault).
+        let row = self.base.wrapping_add(*self.offsets.get_unchecked(p));
+        let [lo, hi] = self.masks[u];
+        (
+            _mm512_maskz_loadu_ps(lo, row),
+            _mm512_maskz_loadu_ps(hi, row.wrapping_add(16)),
+        )
     }
 }
 
@@ -647,15 +679,16 @@ unsafe fn kernel<const R: usize, B: BRows, S: Start, C: Tile>(
     for (i, row) in acc.iter_mut().enumerate() {
         (row[0], row[1]) = start.row(i);
     }
-    for p in 0..k {
-        let bp = b.row(p);
-        let b0 = _mm512_loadu_ps(bp);
-        let b1 = _mm512_loadu_ps(bp.add(16));
-        let ap = a.add(p * MR);
-        for (i, row) in acc.iter_mut().enumerate() {
-            let av = _mm512_set1_ps(*ap.add(i));
-            row[0] = _mm512_fmadd_ps(av, b0, row[0]);
-            row[1] = _mm512_fmadd_ps(av, b1, row[1]);
+    for p0 in (0..k).step_by(B::UNROLL) {
+        for u in 0..B::UNROLL {
+            let p = p0 + u;
+            let (b0, b1) = b.load(p, u);
+            let ap = a.add(p * MR);
+            for (i, row) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_ps(*ap.add(i));
+                row[0] = _mm512_fmadd_ps(av, b0, row[0]);
+                row[1] = _mm512_fmadd_ps(av, b1, row[1]);
+            }
         }
     }
     for (i, row) in acc.iter().enumerate().take(mr) {
@@ -754,6 +787,127 @@ pub(crate) unsafe fn conv_flat(
                     hi,
                     lo_count,
                     lo_store: lanes(lo_count),
+                    hi_store: lanes(hi_count),
+                    bias: out.bias.map(|b| b.add(i0)),
+                };
+                match (k0 == 0, k1 == k) {
+                    (true, true) => kernel_rows(k1 - k0, w, &b, &Zero, &tile, mr),
+                    (true, false) => kernel_rows(k1 - k0, w, &b, &Zero, &Raw(sums), mr),
+                    (false, false) => kernel_rows(k1 - k0, w, &b, &Resume(sums), &Raw(sums), mr),
+                    (false, true) => kernel_rows(k1 - k0, w, &b, &Resume(sums), &tile, mr),
+                }
+            }
+        }
+    }
+}
+
+/// The horizontal geometry of [`conv_same`]: output rows as wide as the
+/// input rows (`2·pad = dilation·(kw − 1)`).
+#[derive(Clone, Copy)]
+pub(crate) struct SameWidth {
+    /// Pixels per row (input and output).
+    pub w: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// Left padding.
+    pub pad: usize,
+    /// Horizontal dilation.
+    pub dilation: usize,
+}
+
+/// Kernel widths [`conv_same`] supports (the tap column is a constant of
+/// its unrolled loop).
+pub(crate) fn same_width_supported(kw: usize) -> bool {
+    matches!(kw, 3 | 5)
+}
+
+/// A stride-1 convolution whose output rows are as wide as its input rows,
+/// without wasted columns: the image is padded only above and below, so
+/// its rows are `W` long and contiguous, output pixel `q = y·W + x` of tap
+/// `(c, i, j)` reads `base[offsets[(c, i, j)] + q]` with `offsets = c·H'W +
+/// i·d_h·W + j·d_w` and `base` pointing `pad` values before the first
+/// padded row, and the lanes whose column `x + j·d_w − pad` falls outside
+/// `0..W` are masked to zero (the left and right padding). A tile's
+/// [`FLAT_TILE`] columns are consecutive pixels of `n = OH·W`, stored
+/// contiguously. k runs in equal blocks of whole kernel rows (as
+/// [`conv_flat`]); every output is accumulated in tap order, so any split
+/// of the tiles gives the same bits.
+///
+/// # Safety
+/// `weights` from [`pack_weights`] with `m` rows and `k = offsets.len()`
+/// (a multiple of `geo.kw`) columns; `base` readable at every unmasked
+/// lane; `out.out` writable for `m` planes of `n` pixels; [`available`];
+/// [`same_width_supported`]`(geo.kw)`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn conv_same(
+    m: usize,
+    n: usize,
+    tiles: std::ops::Range<usize>,
+    weights: &[f32],
+    base: *const f32,
+    offsets: &[usize],
+    geo: SameWidth,
+    out: FlatOutput,
+) {
+    match geo.kw {
+        3 => conv_same_kw::<3>(m, n, tiles, weights, base, offsets, geo, out),
+        _ => conv_same_kw::<5>(m, n, tiles, weights, base, offsets, geo, out),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn conv_same_kw<const KW: usize>(
+    m: usize,
+    n: usize,
+    tiles: std::ops::Range<usize>,
+    weights: &[f32],
+    base: *const f32,
+    offsets: &[usize],
+    geo: SameWidth,
+    out: FlatOutput,
+) {
+    let k = offsets.len();
+    // Equal k blocks of whole kernel rows, at most about CONV_KC taps.
+    let blocks = k.div_ceil(CONV_KC);
+    let kb = (k / KW).div_ceil(blocks) * KW;
+    let mut partial = vec![0.0f32; m.div_ceil(MR) * MR * NR];
+    for t in tiles {
+        let n0 = t * NR;
+        let count = NR.min(n - n0);
+        // Lane l is pixel n0 + l; tap column j reads x + j·d − pad.
+        let mut bits = [0u32; KW];
+        let mut x = n0 % geo.w;
+        for l in 0..count {
+            for (j, b) in bits.iter_mut().enumerate() {
+                if (x + j * geo.dilation).wrapping_sub(geo.pad) < geo.w {
+                    *b |= 1 << l;
+                }
+            }
+            x = if x + 1 == geo.w { 0 } else { x + 1 };
+        }
+        let masks = bits.map(|b| [b as __mmask16, (b >> 16) as __mmask16]);
+        let (lo, hi) = (lanes(count), lanes(count.saturating_sub(16)));
+        let (lo_count, hi_count) = (count.min(16), count.saturating_sub(16));
+        for k0 in (0..k).step_by(kb) {
+            let k1 = (k0 + kb).min(k);
+            let b = SameRows::<KW> {
+                base: base.wrapping_add(n0),
+                offsets: &offsets[k0..k1],
+                masks,
+            };
+            for (panel, i0) in (0..m).step_by(MR).enumerate() {
+                let w = weights.as_ptr().add(panel * MR * k + k0 * MR);
+                let sums = partial.as_mut_ptr().add(panel * MR * NR);
+                let mr = MR.min(m - i0);
+                let tile = Compact {
+                    out: out.out.add(i0 * out.plane),
+                    plane: out.plane,
+                    start: n0,
+                    lo,
+                    hi,
+                    lo_count,
+                    lo_store: lo,
                     hi_store: lanes(hi_count),
                     bias: out.bias.map(|b| b.add(i0)),
                 };
