@@ -363,6 +363,11 @@ unsafe fn tile<const KW: usize, const KR: usize>(
         let mut b = a.b.add(n * a.b_image);
         for _ in 0..a.oh {
             for x in 0..a.ow {
+                // The panel streams from L2 (128 bytes a pixel, 9 cycles of
+                // work): fetch 16 pixels ahead, or the loads stall the loop.
+                let ahead = b.wrapping_add(16 * OC) as *const i8;
+                _mm_prefetch::<_MM_HINT_T0>(ahead);
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
                 let b0 = _mm512_loadu_ps(b);
                 let b1 = _mm512_loadu_ps(b.add(16));
                 for i in 0..KR {
