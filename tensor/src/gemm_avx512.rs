@@ -249,11 +249,14 @@ pub(crate) const ROW_BLOCK: usize = MC;
 
 unsafe fn scale_c(m: usize, n: usize, beta: f32, c: *mut f32, rsc: isize) {
     for i in 0..m {
-        let row = std::slice::from_raw_parts_mut(c.offset(i as isize * rsc), n);
+        let row = c.offset(i as isize * rsc);
         if beta == 0.0 {
-            row.fill(0.0);
+            // C may be uninitialised when beta is zero: write, never read.
+            std::ptr::write_bytes(row, 0, n);
         } else {
-            row.iter_mut().for_each(|v| *v *= beta);
+            std::slice::from_raw_parts_mut(row, n)
+                .iter_mut()
+                .for_each(|v| *v *= beta);
         }
     }
 }

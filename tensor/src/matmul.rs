@@ -7,6 +7,8 @@
 //! every output element is computed by the same kernel over the same `k`
 //! order whatever the split, so results are bit-identical at any thread count.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use crate::element::Element;
@@ -46,7 +48,54 @@ pub(crate) unsafe fn gemm_parallel<T: Element>(
     beta: T,
     c: &mut [T],
 ) {
-    debug_assert_eq!(c.len(), m * n);
+    assert_eq!(c.len(), m * n, "gemm_parallel: C holds m·n values");
+    // SAFETY: forwarded; `c` is m×n row-major.
+    unsafe { gemm_parallel_raw(m, k, n, alpha, a, b, beta, c.as_mut_ptr()) }
+}
+
+/// [`gemm_parallel`] with `beta = 0` into uninitialised memory: every value
+/// of `c` is written (never read) by every kernel path — ours, and
+/// matrixmultiply's, whose contract says C need not be initialised when
+/// beta is zero — so the output needs no zero fill first.
+///
+/// # Safety
+/// As [`gemm_parallel`]; afterwards all of `c` is initialised.
+pub(crate) unsafe fn gemm_parallel_uninit<T: Element>(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: T,
+    a: MatRef<T>,
+    b: MatRef<T>,
+    c: &mut [MaybeUninit<T>],
+) {
+    assert_eq!(c.len(), m * n, "gemm_parallel_uninit: C holds m·n values");
+    if k == 0 {
+        // Empty inner dimension: the product is all zeros.
+        c.iter_mut().for_each(|v| {
+            v.write(T::zero());
+        });
+        return;
+    }
+    // SAFETY: forwarded; `c` is m×n row-major, written before it is read.
+    unsafe { gemm_parallel_raw(m, k, n, alpha, a, b, T::zero(), c.as_mut_ptr().cast()) }
+}
+
+/// The body of [`gemm_parallel`] on a raw output.
+///
+/// # Safety
+/// As [`gemm_parallel`], with `c` valid for m·n values.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_parallel_raw<T: Element>(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: T,
+    a: MatRef<T>,
+    b: MatRef<T>,
+    beta: T,
+    c: *mut T,
+) {
     if m == 0 || n == 0 {
         return;
     }
@@ -56,20 +105,7 @@ pub(crate) unsafe fn gemm_parallel<T: Element>(
         // SAFETY: caller guarantees `a`, `b`; `c` is m×n row-major.
         unsafe {
             T::gemm_raw(
-                m,
-                k,
-                n,
-                alpha,
-                a.ptr,
-                a.rs,
-                a.cs,
-                b.ptr,
-                b.rs,
-                b.cs,
-                beta,
-                c.as_mut_ptr(),
-                n as isize,
-                1,
+                m, k, n, alpha, a.ptr, a.rs, a.cs, b.ptr, b.rs, b.cs, beta, c, n as isize, 1,
             )
         };
         return;
@@ -77,19 +113,7 @@ pub(crate) unsafe fn gemm_parallel<T: Element>(
     // SAFETY: forwarded; `c` is m×n row-major.
     if unsafe {
         T::gemm_threaded(
-            m,
-            k,
-            n,
-            alpha,
-            a.ptr,
-            a.rs,
-            a.cs,
-            b.ptr,
-            b.rs,
-            b.cs,
-            beta,
-            c.as_mut_ptr(),
-            n as isize,
+            m, k, n, alpha, a.ptr, a.rs, a.cs, b.ptr, b.rs, b.cs, beta, c, n as isize,
         )
     } {
         return;
@@ -97,7 +121,7 @@ pub(crate) unsafe fn gemm_parallel<T: Element>(
     if n >= m {
         // Split the columns of C into one block per thread (a multiple of 16).
         let nb = n.div_ceil(threads).next_multiple_of(16);
-        let cptr = SendPtr(c.as_mut_ptr());
+        let cptr = SendPtr(c);
         (0..n.div_ceil(nb)).into_par_iter().for_each(|blk| {
             let j0 = blk * nb;
             let w = nb.min(n - j0);
@@ -124,32 +148,31 @@ pub(crate) unsafe fn gemm_parallel<T: Element>(
         });
     } else {
         let mb = m.div_ceil(threads).next_multiple_of(16);
-        c.par_chunks_mut(mb * n)
-            .enumerate()
-            .for_each(|(blk, cblk)| {
-                let (a, b) = (a, b);
-                let i0 = blk * mb;
-                let h = cblk.len() / n;
-                // SAFETY: rows i0..i0+h of A and of C.
-                unsafe {
-                    T::gemm_raw(
-                        h,
-                        k,
-                        n,
-                        alpha,
-                        a.ptr.offset(i0 as isize * a.rs),
-                        a.rs,
-                        a.cs,
-                        b.ptr,
-                        b.rs,
-                        b.cs,
-                        beta,
-                        cblk.as_mut_ptr(),
-                        n as isize,
-                        1,
-                    )
-                };
-            });
+        let cptr = SendPtr(c);
+        (0..m.div_ceil(mb)).into_par_iter().for_each(|blk| {
+            let (a, b, cp) = (a, b, cptr);
+            let i0 = blk * mb;
+            let h = mb.min(m - i0);
+            // SAFETY: rows i0..i0+h of A and of C.
+            unsafe {
+                T::gemm_raw(
+                    h,
+                    k,
+                    n,
+                    alpha,
+                    a.ptr.offset(i0 as isize * a.rs),
+                    a.rs,
+                    a.cs,
+                    b.ptr,
+                    b.rs,
+                    b.cs,
+                    beta,
+                    cp.0.add(i0 * n),
+                    n as isize,
+                    1,
+                )
+            };
+        });
     }
 }
 
@@ -159,7 +182,7 @@ pub(crate) unsafe fn gemm_parallel<T: Element>(
 ///
 /// # Safety
 /// The strided buffers must be valid for the given sizes; `c` holds `n`
-/// writable elements and does not alias `a` or `b`.
+/// writable (possibly uninitialised) elements and does not alias `a` or `b`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn gemv_row<T: Element>(
     k: usize,
@@ -172,8 +195,10 @@ pub(crate) unsafe fn gemv_row<T: Element>(
     csb: isize,
     c: *mut T,
 ) {
-    // SAFETY: the caller guarantees the extents.
+    // SAFETY: the caller guarantees the extents; `c` may be uninitialised
+    // (beta = 0), so it is zeroed before it is viewed as a slice.
     unsafe {
+        std::ptr::write_bytes(c, 0, n);
         let out = std::slice::from_raw_parts_mut(c, n);
         let av: Vec<T> = (0..k).map(|p| *a.offset(p as isize * csa)).collect();
         if rsb == 1 {
@@ -293,7 +318,9 @@ impl<T: Element> Tensor<T> {
         let mut out_shape = batch.clone();
         out_shape.extend([m, n]);
         let total = checked_numel(op, &out_shape)?;
-        let mut out = crate::buffers::filled(total, T::zero());
+        // Every value is written below (the GEMMs run with beta = 0).
+        let mut out = crate::buffers::uninit::<T>(total);
+        let spare = &mut out.spare_capacity_mut()[..total];
 
         // Strides of each operand's batch axes (0 where broadcast) and matrix.
         let lbs = broadcast_strides(lb, &batch);
@@ -341,14 +368,18 @@ impl<T: Element> Tensor<T> {
             let per = m * n * k;
             if k == 0 {
                 // Empty inner dimension: the product is all zeros.
+                spare.iter_mut().for_each(|v| {
+                    v.write(T::zero());
+                });
             } else if nb > 1
                 && rayon::current_num_threads() > 1
                 && per.saturating_mul(nb) >= GEMM_PARALLEL_WORK
             {
-                out.par_chunks_mut(m * n).enumerate().for_each(|(bi, c)| {
+                spare.par_chunks_mut(m * n).enumerate().for_each(|(bi, c)| {
                     let (oa, ob) = batch_offsets(bi);
                     let (am, bm) = mat(oa, ob);
-                    // SAFETY: offsets and strides stay inside `a` and `b`.
+                    // SAFETY: offsets and strides stay inside `a` and `b`;
+                    // with beta = 0 the kernels write `c` without reading it.
                     unsafe {
                         T::gemm_raw(
                             m,
@@ -362,21 +393,23 @@ impl<T: Element> Tensor<T> {
                             bm.rs,
                             bm.cs,
                             T::zero(),
-                            c.as_mut_ptr(),
+                            c.as_mut_ptr().cast(),
                             n as isize,
                             1,
                         )
                     };
                 });
             } else {
-                for (bi, c) in out.chunks_mut(m * n).enumerate() {
+                for (bi, c) in spare.chunks_mut(m * n).enumerate() {
                     let (oa, ob) = batch_offsets(bi);
                     let (am, bm) = mat(oa, ob);
                     // SAFETY: offsets and strides stay inside `a` and `b`.
-                    unsafe { gemm_parallel(m, k, n, T::one(), am, bm, T::zero(), c) };
+                    unsafe { gemm_parallel_uninit(m, k, n, T::one(), am, bm, c) };
                 }
             }
         }
+        // SAFETY: every one of the `total` values was written above.
+        unsafe { out.set_len(total) };
         if rhs_vec {
             out_shape.pop();
         }
@@ -422,29 +455,58 @@ impl<T: Element> Tensor<T> {
         let mut shape = self.shape().to_vec();
         *shape.last_mut().expect("rank ≥ 1") = out_f;
         let total = checked_numel(op, &shape)?;
-        let mut out = crate::buffers::filled(total, T::zero());
-        let beta = if let Some(b) = bias {
-            for row in out.chunks_mut(out_f.max(1)) {
-                row.copy_from_slice(&b.as_slice()[..row.len()]);
-            }
-            T::one()
-        } else {
-            T::zero()
+        let a = MatRef {
+            ptr: self.as_slice().as_ptr(),
+            rs: in_f as isize,
+            cs: 1,
         };
-        if total > 0 && in_f > 0 {
-            let a = MatRef {
-                ptr: self.as_slice().as_ptr(),
-                rs: in_f as isize,
-                cs: 1,
-            };
-            let w = MatRef {
-                ptr: weight.as_slice().as_ptr(),
-                rs: 1,
-                cs: in_f as isize,
-            };
-            // SAFETY: `a` is rows×in, `w` (transposed view) is in×out.
-            unsafe { gemm_parallel(rows, in_f, out_f, T::one(), a, w, beta, &mut out) };
-        }
+        let w = MatRef {
+            ptr: weight.as_slice().as_ptr(),
+            rs: 1,
+            cs: in_f as isize,
+        };
+        let out = match bias {
+            Some(b) => {
+                // The bias in every row, then the product added (beta = 1).
+                let mut out = crate::buffers::uninit::<T>(total);
+                for row in out.spare_capacity_mut()[..total].chunks_mut(out_f.max(1)) {
+                    // SAFETY: `row` holds out_f ≤ b.len() values; a plain
+                    // copy (writing element by element did not vectorise).
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            b.as_slice().as_ptr(),
+                            row.as_mut_ptr().cast::<T>(),
+                            row.len(),
+                        )
+                    };
+                }
+                // SAFETY: every value was just written.
+                unsafe { out.set_len(total) };
+                if total > 0 && in_f > 0 {
+                    // SAFETY: `a` is rows×in, `w` (transposed view) is in×out.
+                    unsafe { gemm_parallel(rows, in_f, out_f, T::one(), a, w, T::one(), &mut out) };
+                }
+                out
+            }
+            None => {
+                let mut out = crate::buffers::uninit::<T>(total);
+                // SAFETY: as above; with beta = 0 (or k = 0, zeros) every
+                // value is written.
+                unsafe {
+                    gemm_parallel_uninit(
+                        rows,
+                        in_f,
+                        out_f,
+                        T::one(),
+                        a,
+                        w,
+                        &mut out.spare_capacity_mut()[..total],
+                    );
+                    out.set_len(total);
+                }
+                out
+            }
+        };
         Ok(Tensor::from_parts(out, shape))
     }
 }

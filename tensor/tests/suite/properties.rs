@@ -927,6 +927,64 @@ proptest! {
 // Matrix products
 // ---------------------------------------------------------------------------
 
+/// Products write their outputs into uninitialised (recycled) memory with
+/// beta = 0: a NaN-filled buffer of the output's size is dropped into the
+/// buffer cache first, so a kernel path that read its output before
+/// writing it would leave NaNs. Covers the row-vector path, the packed
+/// AVX-512 path, the transposed-weight path (Linear), an empty inner
+/// dimension, and f64 (matrixmultiply).
+#[test]
+fn products_write_every_value_of_a_recycled_output() {
+    let check = |what: &str, got: &[f64], a: &Tensor<f64>, b: &Tensor<f64>, rel: f64| {
+        let (m, k, n) = (a.shape()[0], a.shape()[1], b.shape()[1]);
+        let (want, scale) = naive_matmul(a.as_slice(), b.as_slice(), m, k, n);
+        assert_eq!(got.len(), want.len(), "{what}");
+        for i in 0..got.len() {
+            assert!(
+                (got[i] - want[i]).abs() <= rel * scale[i] + 1e-30,
+                "{what}: element {i}: {} vs {}",
+                got[i],
+                want[i]
+            );
+        }
+    };
+    let nan_buffer = |len: usize| drop(Tensor::<f32>::full(&[len], f32::NAN).unwrap());
+    for (m, k, n) in [
+        (1usize, 5usize, 600_000usize),
+        (600, 20, 1000),
+        (600, 0, 1000),
+    ] {
+        let (a, b) = (tensor(&[m, k], 1), tensor(&[k, n], 2));
+        nan_buffer(m * n);
+        let got = a.cast::<f32>().matmul(&b.cast::<f32>()).unwrap();
+        check("f32 matmul", got.cast::<f64>().as_slice(), &a, &b, 1e-5);
+    }
+    // x·Wᵀ with a short x: the transposed-B kernel; with and without bias.
+    let (x, w) = (tensor(&[256, 8], 3), tensor(&[2100, 8], 4));
+    let wt = w.transpose(0, 1).unwrap();
+    nan_buffer(256 * 2100);
+    let got = x.cast::<f32>().linear(&w.cast::<f32>(), None).unwrap();
+    check("f32 linear", got.cast::<f64>().as_slice(), &x, &wt, 1e-5);
+    let zero_bias = Tensor::<f32>::zeros(&[2100]).unwrap();
+    nan_buffer(256 * 2100);
+    let got = x
+        .cast::<f32>()
+        .linear(&w.cast::<f32>(), Some(&zero_bias))
+        .unwrap();
+    check(
+        "f32 linear + bias",
+        got.cast::<f64>().as_slice(),
+        &x,
+        &wt,
+        1e-5,
+    );
+    // f64 goes through matrixmultiply (its contract: C unread when beta = 0).
+    let (a, b) = (tensor(&[300, 10], 5), tensor(&[10, 1000], 6));
+    drop(Tensor::<f64>::full(&[300 * 1000], f64::NAN).unwrap());
+    let got = a.matmul(&b).unwrap();
+    check("f64 matmul", got.as_slice(), &a, &b, 1e-12);
+}
+
 /// Checks `lhs.matmul_t(rhs, tl, tr)` for logical batches of matrices
 /// `A` (`ba ++ [m, k]`) and `B` (`bb ++ [k, n]`), stored transposed when asked.
 #[allow(clippy::too_many_arguments)]
