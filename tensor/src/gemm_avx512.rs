@@ -588,6 +588,27 @@ struct Compact {
     bias: Option<*const f32>,
 }
 
+impl Compact {
+    /// The tile of [`FlatOutput`] rows from `i0` whose valid lanes (bit `l`
+    /// of `valid`) go, packed together, to each plane from pixel `start`.
+    #[inline(always)]
+    unsafe fn new(out: &FlatOutput, i0: usize, start: usize, valid: u32) -> Compact {
+        let (lo, hi) = (valid as __mmask16, (valid >> 16) as __mmask16);
+        let (lo_count, hi_count) = (lo.count_ones() as usize, hi.count_ones() as usize);
+        Compact {
+            out: out.out.add(i0 * out.plane),
+            plane: out.plane,
+            start,
+            lo,
+            hi,
+            lo_count,
+            lo_store: lanes(lo_count),
+            hi_store: lanes(hi_count),
+            bias: out.bias.map(|b| b.add(i0)),
+        }
+    }
+}
+
 impl Tile for Compact {
     #[inline(always)]
     unsafe fn store(&self, i: usize, lo: __m512, hi: __m512) {
@@ -740,12 +761,15 @@ pub(crate) struct FlatOutput {
 /// other columns wrap into the next row and are dropped as the tile is
 /// stored. Tiles `tiles` of [`FLAT_TILE`] of the `n = OH·W'` flat columns
 /// are computed; every output is accumulated in tap order, so any split of
-/// the tiles gives the same bits.
+/// the tiles gives the same bits. With `same`, the image is laid out and
+/// read as [`conv_same`] describes instead.
 ///
 /// # Safety
 /// `weights` from [`pack_weights`] with `m` rows and `k = offsets.len()`
-/// columns; `base` readable up to `max(offsets) + ⌈n/FLAT_TILE⌉·FLAT_TILE`;
-/// `out.out` writable for `m` planes of `OH·OW` pixels; [`available`] true.
+/// columns; `base` readable up to `max(offsets) + ⌈n/FLAT_TILE⌉·FLAT_TILE`
+/// (with `same`: as [`conv_same`]); `out.out` writable for `m` planes of
+/// `OH·OW` pixels; [`available`] true.
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn conv_flat(
     m: usize,
     n: usize,
@@ -753,15 +777,15 @@ pub(crate) unsafe fn conv_flat(
     weights: &[f32],
     base: *const f32,
     offsets: &[usize],
+    same: Option<SameWidth>,
     out: FlatOutput,
 ) {
+    if let Some(geo) = same {
+        return conv_same(m, n, tiles, weights, base, offsets, geo, out);
+    }
     let k = offsets.len();
-    // Equal k blocks of at most CONV_KC taps: B is read in place, so a
-    // tile's rows for one block (CONV_KC × 128 bytes) must stay in L1 while
-    // every panel of A passes over them; the sums of all panels wait in
-    // `partial` between blocks.
-    let kb = k.div_ceil(k.div_ceil(CONV_KC));
-    let mut partial = vec![0.0f32; m.div_ceil(MR) * MR * NR];
+    let kb = conv_k_block(k, 1);
+    let mut partial = partial_sums(m, k, kb);
     for t in tiles {
         let n0 = t * NR;
         let mut valid = 0u32;
@@ -770,35 +794,66 @@ pub(crate) unsafe fn conv_flat(
                 valid |= 1 << l;
             }
         }
-        let (lo, hi) = (valid as __mmask16, (valid >> 16) as __mmask16);
-        let (lo_count, hi_count) = (lo.count_ones() as usize, hi.count_ones() as usize);
-        for k0 in (0..k).step_by(kb) {
-            let k1 = (k0 + kb).min(k);
-            let b = Offsets {
-                base: base.add(n0),
-                offsets: &offsets[k0..k1],
-            };
-            for (panel, i0) in (0..m).step_by(MR).enumerate() {
-                let w = weights.as_ptr().add(panel * MR * k + k0 * MR);
-                let sums = partial.as_mut_ptr().add(panel * MR * NR);
-                let mr = MR.min(m - i0);
-                let tile = Compact {
-                    out: out.out.add(i0 * out.plane),
-                    plane: out.plane,
-                    start: n0 / out.wp * out.ow + (n0 % out.wp).min(out.ow),
-                    lo,
-                    hi,
-                    lo_count,
-                    lo_store: lanes(lo_count),
-                    hi_store: lanes(hi_count),
-                    bias: out.bias.map(|b| b.add(i0)),
-                };
-                match (k0 == 0, k1 == k) {
-                    (true, true) => kernel_rows(k1 - k0, w, &b, &Zero, &tile, mr),
-                    (true, false) => kernel_rows(k1 - k0, w, &b, &Zero, &Raw(sums), mr),
-                    (false, false) => kernel_rows(k1 - k0, w, &b, &Resume(sums), &Raw(sums), mr),
-                    (false, true) => kernel_rows(k1 - k0, w, &b, &Resume(sums), &tile, mr),
-                }
+        let start = n0 / out.wp * out.ow + (n0 % out.wp).min(out.ow);
+        let rows = |k0: usize, k1: usize| Offsets {
+            base: base.add(n0),
+            offsets: &offsets[k0..k1],
+        };
+        let tile = |i0| Compact::new(&out, i0, start, valid);
+        tile_panels(m, k, kb, weights, &mut partial, rows, tile);
+    }
+}
+
+/// The k block length of a flat convolution: equal blocks of whole `unit`s
+/// (kernel rows for [`conv_same`]), at most about `CONV_KC` taps. B is read
+/// in place, so a tile's rows for one block (`CONV_KC` × 128 bytes) must
+/// stay in L1 while every panel of A passes over them.
+fn conv_k_block(k: usize, unit: usize) -> usize {
+    (k / unit).div_ceil(k.div_ceil(CONV_KC).max(1)) * unit
+}
+
+/// Room for every panel's unfinished sums of one tile between k blocks
+/// (none when there is one block).
+fn partial_sums(m: usize, k: usize, kb: usize) -> Vec<f32> {
+    if kb < k {
+        vec![0.0; m.div_ceil(MR) * MR * NR]
+    } else {
+        Vec::new()
+    }
+}
+
+/// One tile of a flat convolution: every `MR`-row panel of the packed
+/// weights over the k blocks (`kb` long) of the rows `rows(k0, k1)`, the
+/// finished panel at row `i0` stored through `tile(i0)`; between blocks the
+/// sums wait in `partial` ([`partial_sums`]). The same additions in the
+/// same order as one unblocked loop.
+///
+/// # Safety
+/// As [`conv_flat`] for the rows and tiles given.
+#[inline(always)]
+unsafe fn tile_panels<B: BRows>(
+    m: usize,
+    k: usize,
+    kb: usize,
+    weights: &[f32],
+    partial: &mut [f32],
+    rows: impl Fn(usize, usize) -> B,
+    tile: impl Fn(usize) -> Compact,
+) {
+    for k0 in (0..k).step_by(kb) {
+        let k1 = (k0 + kb).min(k);
+        let b = rows(k0, k1);
+        for (panel, i0) in (0..m).step_by(MR).enumerate() {
+            let w = weights.as_ptr().add(panel * MR * k + k0 * MR);
+            // Only dereferenced when there are several blocks (then
+            // `partial` holds every panel).
+            let sums = partial.as_mut_ptr().wrapping_add(panel * MR * NR);
+            let mr = MR.min(m - i0);
+            match (k0 == 0, k1 == k) {
+                (true, true) => kernel_rows(k1 - k0, w, &b, &Zero, &tile(i0), mr),
+                (true, false) => kernel_rows(k1 - k0, w, &b, &Zero, &Raw(sums), mr),
+                (false, false) => kernel_rows(k1 - k0, w, &b, &Resume(sums), &Raw(sums), mr),
+                (false, true) => kernel_rows(k1 - k0, w, &b, &Resume(sums), &tile(i0), mr),
             }
         }
     }
@@ -842,7 +897,7 @@ pub(crate) fn same_width_supported(kw: usize) -> bool {
 /// lane; `out.out` writable for `m` planes of `n` pixels; [`available`];
 /// [`same_width_supported`]`(geo.kw)`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn conv_same(
+unsafe fn conv_same(
     m: usize,
     n: usize,
     tiles: std::ops::Range<usize>,
@@ -871,10 +926,8 @@ unsafe fn conv_same_kw<const KW: usize>(
     out: FlatOutput,
 ) {
     let k = offsets.len();
-    // Equal k blocks of whole kernel rows, at most about CONV_KC taps.
-    let blocks = k.div_ceil(CONV_KC);
-    let kb = (k / KW).div_ceil(blocks) * KW;
-    let mut partial = vec![0.0f32; m.div_ceil(MR) * MR * NR];
+    let kb = conv_k_block(k, KW);
+    let mut partial = partial_sums(m, k, kb);
     for t in tiles {
         let n0 = t * NR;
         let count = NR.min(n - n0);
@@ -890,38 +943,14 @@ unsafe fn conv_same_kw<const KW: usize>(
             x = if x + 1 == geo.w { 0 } else { x + 1 };
         }
         let masks = bits.map(|b| [b as __mmask16, (b >> 16) as __mmask16]);
-        let (lo, hi) = (lanes(count), lanes(count.saturating_sub(16)));
-        let (lo_count, hi_count) = (count.min(16), count.saturating_sub(16));
-        for k0 in (0..k).step_by(kb) {
-            let k1 = (k0 + kb).min(k);
-            let b = SameRows::<KW> {
-                base: base.wrapping_add(n0),
-                offsets: &offsets[k0..k1],
-                masks,
-            };
-            for (panel, i0) in (0..m).step_by(MR).enumerate() {
-                let w = weights.as_ptr().add(panel * MR * k + k0 * MR);
-                let sums = partial.as_mut_ptr().add(panel * MR * NR);
-                let mr = MR.min(m - i0);
-                let tile = Compact {
-                    out: out.out.add(i0 * out.plane),
-                    plane: out.plane,
-                    start: n0,
-                    lo,
-                    hi,
-                    lo_count,
-                    lo_store: lo,
-                    hi_store: lanes(hi_count),
-                    bias: out.bias.map(|b| b.add(i0)),
-                };
-                match (k0 == 0, k1 == k) {
-                    (true, true) => kernel_rows(k1 - k0, w, &b, &Zero, &tile, mr),
-                    (true, false) => kernel_rows(k1 - k0, w, &b, &Zero, &Raw(sums), mr),
-                    (false, false) => kernel_rows(k1 - k0, w, &b, &Resume(sums), &Raw(sums), mr),
-                    (false, true) => kernel_rows(k1 - k0, w, &b, &Resume(sums), &tile, mr),
-                }
-            }
-        }
+        let rows = |k0: usize, k1: usize| SameRows::<KW> {
+            base: base.wrapping_add(n0),
+            offsets: &offsets[k0..k1],
+            masks,
+        };
+        let valid = ((1u64 << count) - 1) as u32;
+        let tile = |i0| Compact::new(&out, i0, n0, valid);
+        tile_panels(m, k, kb, weights, &mut partial, rows, tile);
     }
 }
 

@@ -11,7 +11,7 @@
 //! above and below, rows stay `W` long and contiguous, a tile is 32
 //! consecutive pixels, and the lanes whose tap column falls in the left or
 //! right padding are masked to zero as the rows are loaded
-//! ([`conv_same`]; 7 % of a 28×28 layer's work at `W' = 30`). The input
+//! ([`conv_flat`] with a [`SameWidth`]; 7 % of a 28×28 layer's work at `W' = 30`). The input
 //! gradient of a stride-1 convolution is itself one (the output gradient
 //! correlated with the flipped, transposed weight), so it takes this path too.
 
@@ -22,8 +22,8 @@ use rayon::prelude::*;
 use super::{Conv2dParams, Geometry};
 use crate::element::Element;
 use crate::gemm_avx512::{
-    available, conv_flat, conv_same, lanes, pack_weights, same_width_supported, FlatOutput,
-    SameWidth, FLAT_TILE,
+    available, conv_flat, lanes, pack_weights, same_width_supported, FlatOutput, SameWidth,
+    FLAT_TILE,
 };
 use crate::simd_math::{as_f32, as_f32_uninit};
 
@@ -32,7 +32,7 @@ struct Flat {
     /// Padded plane width `W'` (`W` for a [`SameWidth`] layout).
     wp: usize,
     /// Output rows as wide as input rows: the planes are padded only above
-    /// and below and start `front` values into the buffer ([`conv_same`]).
+    /// and below and start `front` values into the buffer ([`SameWidth`]).
     same: Option<SameWidth>,
     /// Values before the first plane.
     front: usize,
@@ -320,30 +320,19 @@ fn multiply(
     // SAFETY: `padded` has slack for the last tile's reads past the last
     // offset (Flat::plan), `out` holds og planes of OH·OW pixels (the
     // caller's output group), and tiles write disjoint pixels.
+    // (With a same-width layout, unmasked lanes read inside the planes,
+    // which start `front = pad` values into `padded`.)
     let go = |range: std::ops::Range<usize>| unsafe {
-        match flat.same {
-            // SAFETY (also): unmasked lanes read inside the planes, which
-            // start `front = pad` values into `padded`.
-            Some(geo) => conv_same(
-                og,
-                flat.cols,
-                range,
-                weights,
-                padded.as_ptr(),
-                &flat.offsets,
-                geo,
-                out.get(),
-            ),
-            None => conv_flat(
-                og,
-                flat.cols,
-                range,
-                weights,
-                padded.as_ptr(),
-                &flat.offsets,
-                out.get(),
-            ),
-        }
+        conv_flat(
+            og,
+            flat.cols,
+            range,
+            weights,
+            padded.as_ptr(),
+            &flat.offsets,
+            flat.same,
+            out.get(),
+        )
     };
     if threads && tiles > 1 {
         let per = tiles.div_ceil(rayon::current_num_threads());

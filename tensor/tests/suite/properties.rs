@@ -570,6 +570,37 @@ fn conv_f32_case() -> impl Strategy<Value = ConvCase> {
     )
 }
 
+/// The f32 convolution kernels on `case` against the f64 definition:
+/// output, input gradient (scattered adjoint) and weight gradient, each
+/// within 1e-5 of the sum of its terms' magnitudes.
+fn check_conv2d_f32(case: &ConvCase) -> TestResult {
+    let hw = case.fitted_hw();
+    let g = case.geo(hw).expect("fitted extents");
+    let x = tensor(&[g.n, g.c, hw[0], hw[1]], case.seed);
+    let w = tensor(&[g.o, case.cg, g.k[0], g.k[1]], case.seed ^ 1);
+    let b = tensor(&[g.o], case.seed ^ 2);
+    let dy = tensor(&[g.n, g.o, g.out[0], g.out[1]], case.seed ^ 3);
+    let bias = case.bias.then_some(&b);
+    let p = case.params();
+    let (x32, w32, b32, dy32) = (
+        x.cast::<f32>(),
+        w.cast::<f32>(),
+        b.cast::<f32>(),
+        dy.cast::<f32>(),
+    );
+    let widen = |t: Tensor<f32>| t.cast::<f64>().as_slice().to_vec();
+    let (want, scale) = naive_conv2d(x.as_slice(), w.as_slice(), bias.map(|b| b.as_slice()), &g);
+    let got = widen(x32.conv2d(&w32, case.bias.then_some(&b32), p)?);
+    check_close("conv2d f32", &got, &want, &scale, 1e-5)?;
+    let (dx, dx_scale, dw, dw_scale) =
+        naive_conv2d_grads(x.as_slice(), w.as_slice(), dy.as_slice(), &g);
+    let got = widen(dy32.conv2d_input_grad(&w32, x.shape(), p)?);
+    check_close("conv2d_input_grad f32", &got, &dx, &dx_scale, 1e-5)?;
+    let got = widen(dy32.conv2d_weight_grad(&x32, w.shape(), p)?);
+    check_close("conv2d_weight_grad f32", &got, &dw, &dw_scale, 1e-5)?;
+    Ok(())
+}
+
 /// f32 cases whose output rows are as wide as their input rows (3 or 5
 /// wide, padding `d·(k − 1)/2`, stride 1): the direct method's masked
 /// layout, which the general strategy reaches only now and then.
@@ -1229,24 +1260,7 @@ proptest! {
     /// gradient, each within 1e-5 of the sum of its terms' magnitudes.
     #[test]
     fn conv2d_f32_matches_the_definition(case in conv_f32_case()) {
-        let hw = case.fitted_hw();
-        let g = case.geo(hw).expect("fitted extents");
-        let x = tensor(&[g.n, g.c, hw[0], hw[1]], case.seed);
-        let w = tensor(&[g.o, case.cg, g.k[0], g.k[1]], case.seed ^ 1);
-        let b = tensor(&[g.o], case.seed ^ 2);
-        let dy = tensor(&[g.n, g.o, g.out[0], g.out[1]], case.seed ^ 3);
-        let bias = case.bias.then_some(&b);
-        let p = case.params();
-        let (x32, w32, b32, dy32) = (x.cast::<f32>(), w.cast::<f32>(), b.cast::<f32>(), dy.cast::<f32>());
-        let widen = |t: Tensor<f32>| t.cast::<f64>().as_slice().to_vec();
-        let (want, scale) = naive_conv2d(x.as_slice(), w.as_slice(), bias.map(|b| b.as_slice()), &g);
-        let got = widen(x32.conv2d(&w32, case.bias.then_some(&b32), p)?);
-        check_close("conv2d f32", &got, &want, &scale, 1e-5)?;
-        let (dx, dx_scale, dw, dw_scale) = naive_conv2d_grads(x.as_slice(), w.as_slice(), dy.as_slice(), &g);
-        let got = widen(dy32.conv2d_input_grad(&w32, x.shape(), p)?);
-        check_close("conv2d_input_grad f32", &got, &dx, &dx_scale, 1e-5)?;
-        let got = widen(dy32.conv2d_weight_grad(&x32, w.shape(), p)?);
-        check_close("conv2d_weight_grad f32", &got, &dw, &dw_scale, 1e-5)?;
+        check_conv2d_f32(&case)?;
     }
 
     /// The same check on "same"-width convolutions only (rows read
@@ -1254,22 +1268,8 @@ proptest! {
     #[test]
     fn conv2d_same_width_f32_matches_the_definition(case in conv_same_width_case()) {
         let hw = case.fitted_hw();
-        let g = case.geo(hw).expect("fitted extents");
-        prop_assert_eq!(g.out[1], hw[1]);
-        let x = tensor(&[g.n, g.c, hw[0], hw[1]], case.seed);
-        let w = tensor(&[g.o, case.cg, g.k[0], g.k[1]], case.seed ^ 1);
-        let b = tensor(&[g.o], case.seed ^ 2);
-        let dy = tensor(&[g.n, g.o, g.out[0], g.out[1]], case.seed ^ 3);
-        let bias = case.bias.then_some(&b);
-        let p = case.params();
-        let (x32, w32, b32, dy32) = (x.cast::<f32>(), w.cast::<f32>(), b.cast::<f32>(), dy.cast::<f32>());
-        let widen = |t: Tensor<f32>| t.cast::<f64>().as_slice().to_vec();
-        let (want, scale) = naive_conv2d(x.as_slice(), w.as_slice(), bias.map(|b| b.as_slice()), &g);
-        let got = widen(x32.conv2d(&w32, case.bias.then_some(&b32), p)?);
-        check_close("conv2d f32", &got, &want, &scale, 1e-5)?;
-        let (dx, dx_scale, _, _) = naive_conv2d_grads(x.as_slice(), w.as_slice(), dy.as_slice(), &g);
-        let got = widen(dy32.conv2d_input_grad(&w32, x.shape(), p)?);
-        check_close("conv2d_input_grad f32", &got, &dx, &dx_scale, 1e-5)?;
+        prop_assert_eq!(case.geo(hw).expect("fitted extents").out[1], hw[1]);
+        check_conv2d_f32(&case)?;
     }
 
     #[test]
